@@ -1,0 +1,47 @@
+"""Quantization configs: the guide's YAML schema, validated, resolved per point, and written back.
+
+``load_config`` reads a file, YAML text or plain data into an immutable :class:`QuantConfig`;
+``config.point(name, block)`` gives the :class:`PointConfig` an observer is built from;
+``dump_config`` writes YAML that loads back equal.
+"""
+
+from explorer.config.errors import ConfigError, ConfigWarning
+from explorer.config.loader import ConfigSource, dump_config, load_config
+from explorer.config.quant_config import QuantConfig
+from explorer.config.schema import (
+    ACTIVATION_POINTS,
+    ALL_POINTS,
+    BUILTIN_DEFAULTS,
+    CALIBRATION_MODES,
+    ENTRY_KEYS,
+    OBSERVER_PARAMS,
+    OBSERVER_TYPES,
+    QUANTIZATION_METHODS,
+    SECTION_POINTS,
+    WEIGHT_POINTS,
+    PointConfig,
+    module_type_of,
+    section_of,
+)
+
+__all__ = [
+    "ACTIVATION_POINTS",
+    "ALL_POINTS",
+    "BUILTIN_DEFAULTS",
+    "CALIBRATION_MODES",
+    "ENTRY_KEYS",
+    "OBSERVER_PARAMS",
+    "OBSERVER_TYPES",
+    "QUANTIZATION_METHODS",
+    "SECTION_POINTS",
+    "WEIGHT_POINTS",
+    "ConfigError",
+    "ConfigSource",
+    "ConfigWarning",
+    "PointConfig",
+    "QuantConfig",
+    "dump_config",
+    "load_config",
+    "module_type_of",
+    "section_of",
+]

@@ -1,0 +1,203 @@
+"""The observer ABC: validation, channel layout and the shared ``calculate`` path.
+
+A subclass only says what statistics it keeps (``_observe``) and which clip range it picks
+from them (``_clip_range``); turning that range into ``(scale, zero_point)`` is shared.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from explorer.bit_type import BitType
+from explorer.quant_ops import is_symmetric, qparams_from_range
+
+MODULE_TYPES = ("activation", "linear_weight", "conv_weight")
+CALIBRATION_MODES = ("layer_wise", "channel_wise")
+# Tensor ranks each module type accepts.
+_RANKS = {"activation": (2, 3, 4), "linear_weight": (2,), "conv_weight": (3, 4, 5)}
+
+
+class Observer(ABC):
+    """Collects statistics of the tensors it sees and turns them into quantization parameters.
+
+    Channel axis when ``calibration_mode='channel_wise'``: weights → dim 0 (output channel);
+    activations → the last dim for tensors of up to 3 dims (tokens ``[B, N, C]``) and dim 1
+    for 4-D tensors (``[B, C, H, W]``, attention maps ``[B, heads, N, N]``).
+    """
+
+    def __init__(
+        self,
+        bit_type: BitType,
+        module_type: str,
+        calibration_mode: str = "channel_wise",
+        symmetric: bool | None = None,
+    ) -> None:
+        if not isinstance(bit_type, BitType):
+            raise TypeError(f"{self._name}: bit_type must be a BitType, got {type(bit_type).__name__}")
+        if module_type not in MODULE_TYPES:
+            raise ValueError(f"{self._name}: module_type {module_type!r} is not one of {', '.join(MODULE_TYPES)}")
+        if calibration_mode not in CALIBRATION_MODES:
+            raise ValueError(
+                f"{self._name}: calibration_mode {calibration_mode!r} is not one of {', '.join(CALIBRATION_MODES)}"
+            )
+        if symmetric is not None and not isinstance(symmetric, bool):
+            raise TypeError(f"{self._name}: symmetric must be true, false or None, got {symmetric!r}")
+        self.bit_type = bit_type
+        self.module_type = module_type
+        self.calibration_mode = calibration_mode
+        self.symmetric = is_symmetric(bit_type, symmetric)
+        self.min_val: Tensor | None = None
+        self.max_val: Tensor | None = None
+        self.num_batches = 0
+        self._ndim: int | None = None
+        self._params: tuple[Tensor, Tensor, Tensor, Tensor] | None = None
+
+    # ----- public API -------------------------------------------------------------------
+    @torch.no_grad()
+    def update(self, v: Tensor) -> None:
+        """Accumulate the statistics of one tensor. Bad input leaves the statistics as they were."""
+        rows = self._rows(v)
+        lo, hi = torch.aminmax(rows, dim=1)
+        if not (torch.isfinite(lo).all() and torch.isfinite(hi).all()):
+            bad = int((~torch.isfinite(rows)).sum())
+            raise ValueError(
+                f"{self._name}.update: the tensor has {bad} NaN/Inf value(s) of {rows.numel()}; "
+                "statistics were left unchanged"
+            )
+        self._check_values(lo, hi)
+        self._observe(rows, lo, hi)
+        if self.min_val is None or self.max_val is None:
+            self.min_val, self.max_val = lo, hi
+        else:
+            self.min_val = torch.minimum(self.min_val, lo)
+            self.max_val = torch.maximum(self.max_val, hi)
+        self._ndim = v.dim()
+        self.num_batches += 1
+        self._params = None
+
+    def get_quantization_params(self) -> tuple[Tensor, Tensor]:
+        """``(scale, zero_point)`` shaped to broadcast against the tensors observed."""
+        scale, zero_point, _, _ = self._calculate()
+        return self._broadcastable(scale), self._broadcastable(zero_point)
+
+    @property
+    def clip_min(self) -> Tensor:
+        """Lower end of the chosen clip range (per channel or scalar)."""
+        return self._calculate()[2]
+
+    @property
+    def clip_max(self) -> Tensor:
+        """Upper end of the chosen clip range (per channel or scalar)."""
+        return self._calculate()[3]
+
+    @property
+    def num_channels(self) -> int | None:
+        """Channels tracked (1 when layer-wise); None before the first update."""
+        return None if self.min_val is None else self.min_val.numel()
+
+    def __repr__(self) -> str:
+        extra = "".join(f", {k}={v!r}" for k, v in self._extra_repr().items())
+        return (
+            f"{self._name}(bit_type={self.bit_type.name}, module_type={self.module_type!r}, "
+            f"calibration_mode={self.calibration_mode!r}{extra})"
+        )
+
+    # ----- subclass hooks ---------------------------------------------------------------
+    @abstractmethod
+    def _observe(self, rows: Tensor, lo: Tensor, hi: Tensor) -> None:
+        """Fold one batch into the statistics. ``rows`` is ``[channels, values]`` float32."""
+
+    @abstractmethod
+    def _clip_range(self) -> tuple[Tensor, Tensor]:
+        """The chosen clip range ``(lo, hi)``, one value per channel."""
+
+    def _check_values(self, lo: Tensor, hi: Tensor) -> None:
+        """Reject values this observer cannot handle (before any state changes)."""
+
+    def _extra_repr(self) -> dict[str, Any]:
+        return {}
+
+    # ----- internals --------------------------------------------------------------------
+    @property
+    def _name(self) -> str:
+        return type(self).__name__
+
+    def _calculate(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        if self.num_batches == 0:
+            raise RuntimeError(
+                f"{self._name}: no statistics yet; call update() with calibration data "
+                "before get_quantization_params()"
+            )
+        if self._params is None:
+            lo, hi = self._clip_range()
+            scale, zero_point = qparams_from_range(lo, hi, self.bit_type, self.symmetric)
+            self._params = (scale.float(), zero_point, lo.float(), hi.float())
+        return self._params
+
+    def _channel_dim(self, ndim: int) -> int:
+        if self.module_type != "activation":
+            return 0
+        return 1 if ndim == 4 else ndim - 1
+
+    def _rows(self, v: Tensor) -> Tensor:
+        """Validate ``v`` and view it as ``[channels, values]`` float32 (a view where possible)."""
+        if not isinstance(v, Tensor):
+            raise TypeError(f"{self._name}.update expects a torch.Tensor, got {type(v).__name__}")
+        if not v.is_floating_point():
+            raise TypeError(
+                f"{self._name}.update expects a floating-point tensor (float32/float16/bfloat16/float64), "
+                f"got {v.dtype}"
+            )
+        if v.numel() == 0:
+            raise ValueError(f"{self._name}.update got an empty tensor of shape {tuple(v.shape)}")
+        ranks = _RANKS[self.module_type]
+        if v.dim() not in ranks:
+            raise ValueError(
+                f"{self._name}.update: a {self.module_type} tensor must have {' or '.join(map(str, ranks))} "
+                f"dims, got shape {tuple(v.shape)}"
+            )
+        if self._ndim is not None and v.dim() != self._ndim:
+            raise ValueError(
+                f"{self._name}.update: got a {v.dim()}-D tensor after {self._ndim}-D ones; "
+                "one observer watches one kind of tensor"
+            )
+        v = v.detach()
+        if v.dtype != torch.float32:
+            v = v.float()
+        if self.calibration_mode == "layer_wise":
+            return v.reshape(1, -1)
+        dim = self._channel_dim(v.dim())
+        channels = v.shape[dim]
+        if self.min_val is not None and channels != self.min_val.numel():
+            raise ValueError(
+                f"{self._name}.update: got {channels} channels on dim {dim} after {self.min_val.numel()}"
+            )
+        if dim == 0:
+            return v.reshape(channels, -1)
+        if dim == v.dim() - 1:
+            return v.reshape(-1, channels).t()
+        return v.transpose(0, dim).reshape(channels, -1)
+
+    def _broadcastable(self, t: Tensor) -> Tensor:
+        if self.calibration_mode == "layer_wise":
+            return t.reshape(())
+        assert self._ndim is not None
+        shape = [1] * self._ndim
+        shape[self._channel_dim(self._ndim)] = t.numel()
+        return t.reshape(shape)
+
+
+def flat_in_memory_order(t: Tensor) -> Tensor:
+    """A 1-D view of ``t`` in memory order (no copy for contiguous or transposed 2-D tensors).
+
+    For order-free reductions such as ``bincount`` over ``[channels, values]`` rows.
+    """
+    if t.is_contiguous():
+        return t.view(-1)
+    if t.dim() == 2 and t.t().is_contiguous():
+        return t.t().reshape(-1)
+    return t.reshape(-1)

@@ -1,0 +1,108 @@
+"""Uniform quantization primitives and error metrics, as small pure tensor functions.
+
+Everything that turns a clip range into ``(scale, zero_point)``, fake-quantizes a tensor or
+measures the damage lives here, so observers, the ViT wrapper and the app share one definition.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from explorer.bit_type import BitType
+
+SCALE_EPS = torch.finfo(torch.float32).eps
+
+
+def is_symmetric(bit_type: BitType, symmetric: bool | None) -> bool:
+    """The effective symmetry: explicit setting, else symmetric for signed types."""
+    return bit_type.signed if symmetric is None else symmetric
+
+
+def qparams_from_range(
+    lo: Tensor, hi: Tensor, bit_type: BitType, symmetric: bool | None = None
+) -> tuple[Tensor, Tensor]:
+    """``(scale, zero_point)`` that map the clip range ``[lo, hi]`` onto ``bit_type``.
+
+    Symmetric signed: ``scale = amax / ((qmax - qmin) / 2)``; symmetric unsigned:
+    ``scale = amax / qmax``; both with zero point 0. Asymmetric: the range is widened to
+    include 0 and ``zero_point = clamp(qmin - round(lo / scale), qmin, qmax)``. The scale is
+    clamped below at float32 eps so constant or all-zero data stays finite.
+    """
+    qmin, qmax = bit_type.lower_bound, bit_type.upper_bound
+    lo = lo.to(torch.float64) if lo.dtype == torch.float64 else lo.float()
+    hi = hi.to(lo.dtype)
+    if is_symmetric(bit_type, symmetric):
+        amax = torch.maximum(lo.abs(), hi.abs())
+        denom = (qmax - qmin) / 2 if bit_type.signed else qmax
+        scale = (amax / denom).clamp_min(SCALE_EPS)
+        zero_point = torch.zeros_like(scale, dtype=torch.int64)
+        return scale, zero_point
+    lo = lo.clamp(max=0)
+    hi = hi.clamp(min=0)
+    scale = ((hi - lo) / (qmax - qmin)).clamp_min(SCALE_EPS)
+    zero_point = (qmin - torch.round(lo / scale)).clamp(qmin, qmax).to(torch.int64)
+    return scale, zero_point
+
+
+def quantize(x: Tensor, scale: Tensor, zero_point: Tensor, bit_type: BitType) -> Tensor:
+    """Integer codes (as floats): ``clamp(round(x / scale) + zero_point, qmin, qmax)``."""
+    return torch.clamp(torch.round(x / scale) + zero_point, bit_type.lower_bound, bit_type.upper_bound)
+
+
+def dequantize(q: Tensor, scale: Tensor, zero_point: Tensor) -> Tensor:
+    """Real values of integer codes: ``(q - zero_point) * scale``."""
+    return (q - zero_point) * scale
+
+
+def fake_quantize(x: Tensor, scale: Tensor, zero_point: Tensor, bit_type: BitType) -> Tensor:
+    """Quantize then dequantize, in ``x``'s dtype."""
+    out = dequantize(quantize(x.float(), scale, zero_point, bit_type), scale, zero_point)
+    return out.to(x.dtype)
+
+
+def representable_range(scale: Tensor, zero_point: Tensor, bit_type: BitType) -> tuple[Tensor, Tensor]:
+    """The smallest and largest values the quantizer can output."""
+    return (bit_type.lower_bound - zero_point) * scale, (bit_type.upper_bound - zero_point) * scale
+
+
+def mse(x: Tensor, x_hat: Tensor) -> float:
+    """Mean squared error."""
+    return float(torch.mean((x.double() - x_hat.double()) ** 2))
+
+
+def sqnr_db(x: Tensor, x_hat: Tensor) -> float:
+    """Signal-to-quantization-noise ratio in dB (inf when the error is exactly zero)."""
+    signal = float(torch.sum(x.double() ** 2))
+    noise = float(torch.sum((x.double() - x_hat.double()) ** 2))
+    if noise == 0.0:
+        return float("inf")
+    if signal == 0.0:
+        return float("-inf")
+    return 10.0 * torch.log10(torch.tensor(signal / noise, dtype=torch.float64)).item()
+
+
+def clipped_fraction(x: Tensor, scale: Tensor, zero_point: Tensor, bit_type: BitType) -> float:
+    """Fraction of elements that land outside the representable range (beyond half a step)."""
+    lo, hi = representable_range(scale, zero_point, bit_type)
+    half = scale / 2
+    outside = (x < lo - half) | (x > hi + half)
+    return float(outside.float().mean()) if x.numel() else 0.0
+
+
+@dataclass(frozen=True)
+class QuantError:
+    """How much fake quantization changed a tensor."""
+
+    mse: float
+    sqnr_db: float
+    clipped_fraction: float
+
+
+def quant_error(x: Tensor, scale: Tensor, zero_point: Tensor, bit_type: BitType) -> QuantError:
+    """MSE, SQNR and clipped fraction of fake-quantizing ``x`` with the given parameters."""
+    x = x.float()
+    x_hat = fake_quantize(x, scale, zero_point, bit_type)
+    return QuantError(mse(x, x_hat), sqnr_db(x, x_hat), clipped_fraction(x, scale, zero_point, bit_type))
