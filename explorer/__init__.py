@@ -1,6 +1,7 @@
 """Observer Explorer: post-training quantization observers for Vision Transformers."""
 
 from explorer.bit_type import BIT_TYPE_PRESETS, INT4, INT8, UINT4, UINT8, BitType
+from explorer.config import ConfigError, PointConfig, QuantConfig, dump_config, load_config
 from explorer.observers import (
     KLObserver,
     MinmaxObserver,
@@ -9,6 +10,7 @@ from explorer.observers import (
     PercentileObserver,
     build_observer,
 )
+from explorer.vit import QuantTimmVitBlock, QuantViT, StatsCapture
 
 __all__ = [
     "BitType",
@@ -23,4 +25,12 @@ __all__ = [
     "OmseObserver",
     "KLObserver",
     "build_observer",
+    "ConfigError",
+    "PointConfig",
+    "QuantConfig",
+    "load_config",
+    "dump_config",
+    "QuantTimmVitBlock",
+    "QuantViT",
+    "StatsCapture",
 ]

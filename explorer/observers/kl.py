@@ -21,9 +21,11 @@ from explorer.observers.registry import register_observer
 
 # Largest number of (channel, level, candidate) terms evaluated at once.
 _CHUNK_TERMS = 4_000_000
-# Channel-wise searches over more terms than this first scan every ``stride``-th threshold,
-# then every threshold within one stride of the best.
-_EXHAUSTIVE_BUDGET = 16_000_000
+# Channel-wise searches over more terms than this scan about ``_COARSE_CANDIDATES``
+# thresholds, then refine around the best with a stride ``_REFINE_FACTOR`` times finer per round.
+_EXHAUSTIVE_BUDGET = 8_000_000
+_COARSE_CANDIDATES = 32
+_REFINE_FACTOR = 8
 
 
 def _xlogx(t: Tensor) -> Tensor:
@@ -112,17 +114,11 @@ class KLObserver(Observer):
         levels = self.bit_type.levels
         candidates = torch.arange(levels, length + 1, device=self.hist.device)
         terms = channels * (levels + 1) * candidates.numel()
+        # Layer-wise is exhaustive, as TensorRT's calibrator.
         if terms <= _EXHAUSTIVE_BUDGET or channels == 1:
-            divergence = self._divergences(candidates.expand(channels, -1))
+            divergence = self._divergences(candidates.expand(channels, -1), self._prefix_tables())
         else:
-            stride = math.ceil(terms / _EXHAUSTIVE_BUDGET)
-            coarse = candidates[::stride]
-            best = coarse[self._divergences(coarse.expand(channels, -1)).argmin(dim=1)]
-            window = torch.arange(-stride + 1, stride, device=best.device)
-            near = (best.unsqueeze(1) + window).clamp(levels, length)
-            divergence = torch.full((channels, candidates.numel()), float("inf"), dtype=torch.float64,
-                                    device=best.device)
-            divergence.scatter_(1, near - levels, self._divergences(near))
+            divergence = self._coarse_to_fine(candidates, self._prefix_tables())
         self.divergence = torch.full((channels, length + 1), float("nan"), dtype=torch.float64,
                                      device=divergence.device)
         self.divergence[:, levels:] = divergence
@@ -131,18 +127,45 @@ class KLObserver(Observer):
         best = candidates[candidates.numel() - 1 - flipped]
         return torch.where(self.bin_width > 0, best, torch.zeros_like(best))  # type: ignore[operator]
 
-    def _divergences(self, candidates: Tensor) -> Tensor:
-        """KL(P || Q) for each channel and each of its candidate threshold bin counts ``[C, K]``."""
-        assert self.hist is not None and self.num_bins is not None
+    def _coarse_to_fine(self, candidates: Tensor, tables: tuple[Tensor, Tensor, Tensor, Tensor]) -> Tensor:
+        """Divergences of a search that scans every ``stride``-th threshold, then narrows the
+        stride around the best (by 8× per round); thresholds never evaluated stay ``inf``."""
+        assert self.hist is not None
+        channels, levels = self.hist.shape[0], self.bit_type.levels
+        first, last = int(candidates[0]), int(candidates[-1])
+        divergence = torch.full((channels, candidates.numel()), float("inf"), dtype=torch.float64,
+                                device=candidates.device)
+        stride = max(1, math.ceil(candidates.numel() / _COARSE_CANDIDATES))
+        tried = candidates[::stride].expand(channels, -1)
+        while True:
+            values = self._divergences(tried, tables)
+            divergence.scatter_(1, tried - first, values)
+            best = tried.gather(1, values.argmin(dim=1, keepdim=True))
+            if stride == 1:
+                return divergence
+            finer = max(1, stride // _REFINE_FACTOR)
+            offsets = torch.arange(-stride + finer, stride, finer, device=best.device)
+            tried = (best + offsets).clamp(first, last)
+            stride = finer
+
+    def _prefix_tables(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """The searched histogram and its prefix sums of mass, non-zero bins and ``h log h``."""
+        assert self.hist is not None
         bins = self.hist.double()
         bins[:, 0] = bins[:, 1]
-        num_bins = self.num_bins
-        channels = bins.shape[0]
-        levels = self.bit_type.levels
-        pad = torch.zeros(channels, 1, dtype=torch.float64, device=bins.device)
+        pad = torch.zeros(bins.shape[0], 1, dtype=torch.float64, device=bins.device)
         mass = torch.cat([pad, bins.cumsum(1)], dim=1)  # mass[:, i] = sum of bins[:, :i]
         nonzero = torch.cat([pad, (bins > 0).double().cumsum(1)], dim=1)
         plogp = torch.cat([pad, _xlogx(bins).cumsum(1)], dim=1)
+        return bins, mass, nonzero, plogp
+
+    def _divergences(self, candidates: Tensor, tables: tuple[Tensor, Tensor, Tensor, Tensor]) -> Tensor:
+        """KL(P || Q) for each channel and each of its candidate threshold bin counts ``[C, K]``."""
+        assert self.num_bins is not None
+        bins, mass, nonzero, plogp = tables
+        num_bins = self.num_bins
+        channels = bins.shape[0]
+        levels = self.bit_type.levels
         total = mass[:, -1:]
 
         # Group k of candidate i spans bins [ceil(k i / n), ceil((k + 1) i / n)).

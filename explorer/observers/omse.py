@@ -26,7 +26,7 @@ _HALF_BINS = {"layer_wise": 1024, "channel_wise": 128}
 # Above this many (channel, candidate, bin) terms, candidates are screened with a cheap
 # moment-based estimate first and only a window around the best is scored exactly.
 _EXACT_BUDGET = 4_000_000
-_REFINE_RADIUS = 3
+_REFINE_RADIUS = 2
 
 
 @register_observer("OmseObserver")
