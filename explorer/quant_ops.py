@@ -6,7 +6,9 @@ measures the damage lives here, so observers, the ViT wrapper and the app share 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 from torch import Tensor
@@ -73,36 +75,49 @@ def mse(x: Tensor, x_hat: Tensor) -> float:
     return float(torch.mean((x.double() - x_hat.double()) ** 2))
 
 
-def sqnr_db(x: Tensor, x_hat: Tensor) -> float:
-    """Signal-to-quantization-noise ratio in dB (inf when the error is exactly zero)."""
-    signal = float(torch.sum(x.double() ** 2))
-    noise = float(torch.sum((x.double() - x_hat.double()) ** 2))
+def _ratio_db(signal: float, noise: float) -> float:
     if noise == 0.0:
         return float("inf")
     if signal == 0.0:
         return float("-inf")
-    return 10.0 * torch.log10(torch.tensor(signal / noise, dtype=torch.float64)).item()
+    return 10.0 * math.log10(signal / noise)
 
 
-def clipped_fraction(x: Tensor, scale: Tensor, zero_point: Tensor, bit_type: BitType) -> float:
-    """Fraction of elements that land outside the representable range (beyond half a step)."""
+def sqnr_db(x: Tensor, x_hat: Tensor) -> float:
+    """Signal-to-quantization-noise ratio in dB (inf when the error is exactly zero)."""
+    return _ratio_db(float(torch.sum(x.double() ** 2)), float(torch.sum((x.double() - x_hat.double()) ** 2)))
+
+
+def clipped_mask(x: Tensor, scale: Tensor, zero_point: Tensor, bit_type: BitType) -> Tensor:
+    """Elements beyond the representable range by more than half a step (they get clipped)."""
     lo, hi = representable_range(scale, zero_point, bit_type)
     half = scale / 2
-    outside = (x < lo - half) | (x > hi + half)
-    return float(outside.float().mean()) if x.numel() else 0.0
+    return (x < lo - half) | (x > hi + half)
 
 
 @dataclass(frozen=True)
 class QuantError:
-    """How much fake quantization changed a tensor."""
+    """How much fake quantization changed a tensor (or a stream of batches)."""
 
     mse: float
     sqnr_db: float
     clipped_fraction: float
 
 
-def quant_error(x: Tensor, scale: Tensor, zero_point: Tensor, bit_type: BitType) -> QuantError:
-    """MSE, SQNR and clipped fraction of fake-quantizing ``x`` with the given parameters."""
-    x = x.float()
-    x_hat = fake_quantize(x, scale, zero_point, bit_type)
-    return QuantError(mse(x, x_hat), sqnr_db(x, x_hat), clipped_fraction(x, scale, zero_point, bit_type))
+def quant_error(
+    x: Tensor | Sequence[Tensor], scale: Tensor, zero_point: Tensor, bit_type: BitType
+) -> QuantError:
+    """MSE, SQNR and clipped fraction of fake-quantizing ``x`` (one tensor or all batches)."""
+    batches = [x] if isinstance(x, Tensor) else list(x)
+    squared_error = signal = 0.0
+    clipped = count = 0
+    for batch in batches:
+        batch = batch.float()
+        diff = (batch - fake_quantize(batch, scale, zero_point, bit_type)).double()
+        squared_error += float(torch.sum(diff * diff))
+        signal += float(torch.sum(batch.double() ** 2))
+        clipped += int(clipped_mask(batch, scale, zero_point, bit_type).sum())
+        count += batch.numel()
+    if count == 0:
+        raise ValueError("quant_error needs at least one non-empty tensor")
+    return QuantError(squared_error / count, _ratio_db(signal, squared_error), clipped / count)

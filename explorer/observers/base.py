@@ -61,7 +61,7 @@ class Observer(ABC):
     def update(self, v: Tensor) -> None:
         """Accumulate the statistics of one tensor. Bad input leaves the statistics as they were."""
         rows = self._rows(v)
-        lo, hi = torch.aminmax(rows, dim=1)
+        lo, hi = rows.amin(dim=1), rows.amax(dim=1)  # (torch.aminmax with dim is far slower on CPU)
         if not (torch.isfinite(lo).all() and torch.isfinite(hi).all()):
             bad = int((~torch.isfinite(rows)).sum())
             raise ValueError(
@@ -138,11 +138,6 @@ class Observer(ABC):
             self._params = (scale.float(), zero_point, lo.float(), hi.float())
         return self._params
 
-    def _channel_dim(self, ndim: int) -> int:
-        if self.module_type != "activation":
-            return 0
-        return 1 if ndim == 4 else ndim - 1
-
     def _rows(self, v: Tensor) -> Tensor:
         """Validate ``v`` and view it as ``[channels, values]`` float32 (a view where possible)."""
         if not isinstance(v, Tensor):
@@ -170,24 +165,20 @@ class Observer(ABC):
             v = v.float()
         if self.calibration_mode == "layer_wise":
             return v.reshape(1, -1)
-        dim = self._channel_dim(v.dim())
-        channels = v.shape[dim]
-        if self.min_val is not None and channels != self.min_val.numel():
+        rows = channel_rows(v, self.module_type)
+        if self.min_val is not None and rows.shape[0] != self.min_val.numel():
             raise ValueError(
-                f"{self._name}.update: got {channels} channels on dim {dim} after {self.min_val.numel()}"
+                f"{self._name}.update: got {rows.shape[0]} channels on dim "
+                f"{channel_dim(v.dim(), self.module_type)} after {self.min_val.numel()}"
             )
-        if dim == 0:
-            return v.reshape(channels, -1)
-        if dim == v.dim() - 1:
-            return v.reshape(-1, channels).t()
-        return v.transpose(0, dim).reshape(channels, -1)
+        return rows
 
     def _broadcastable(self, t: Tensor) -> Tensor:
         if self.calibration_mode == "layer_wise":
             return t.reshape(())
         assert self._ndim is not None
         shape = [1] * self._ndim
-        shape[self._channel_dim(self._ndim)] = t.numel()
+        shape[channel_dim(self._ndim, self.module_type)] = t.numel()
         return t.reshape(shape)
 
 
@@ -201,3 +192,21 @@ def flat_in_memory_order(t: Tensor) -> Tensor:
     if t.dim() == 2 and t.t().is_contiguous():
         return t.t().reshape(-1)
     return t.reshape(-1)
+
+
+def channel_dim(ndim: int, module_type: str) -> int:
+    """The channel axis of a tensor of rank ``ndim`` (see :class:`Observer`)."""
+    if module_type != "activation":
+        return 0
+    return 1 if ndim == 4 else ndim - 1
+
+
+def channel_rows(v: Tensor, module_type: str) -> Tensor:
+    """``v`` as ``[channels, values]`` along its channel axis (a view where possible)."""
+    dim = channel_dim(v.dim(), module_type)
+    channels = v.shape[dim]
+    if dim == 0:
+        return v.reshape(channels, -1)
+    if dim == v.dim() - 1:
+        return v.reshape(-1, channels).t()
+    return v.transpose(0, dim).reshape(channels, -1)

@@ -131,6 +131,16 @@ class QuantTimmVitBlock(nn.Module):
             p: fake_quantize(w.detach(), *self._qparams[p], bit_types[p]) for p, w in self.weights().items()
         }
 
+    def set_observer(self, point: str, observer: Observer) -> None:
+        """Replace one point's observer; parameters must be computed again."""
+        if point not in self.observers:
+            raise KeyError(f"unknown point {point!r}; valid: {', '.join(self.observers)}")
+        self.observers[point] = observer
+        self._qparams = None
+        self._quant_weights = {}
+        if self._mode == "quantized":
+            self._mode = "fp32"
+
     @property
     def qparams(self) -> dict[str, tuple[Tensor, Tensor]]:
         """``(scale, zero_point)`` per point, after ``compute_quant_params()``."""

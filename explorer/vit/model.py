@@ -90,6 +90,10 @@ class QuantViT(nn.Module):
         for block in self.blocks:
             block.compute_quant_params()
 
+    def set_observer(self, block: int, point: str, observer: Observer) -> None:
+        """Use an already-fed observer for one point (e.g. refit from kept tensors)."""
+        self.blocks[block].set_observer(point, observer)
+
     def observers(self) -> dict[tuple[int, str], Observer]:
         """Every observer, keyed by ``(block index, point)``."""
         return {(i, p): obs for i, block in enumerate(self.blocks) for p, obs in block.observers.items()}
