@@ -20,7 +20,7 @@ from explorer.observers.base import Observer, flat_in_memory_order
 from explorer.observers.registry import register_observer
 
 # Largest number of (channel, level, candidate) terms evaluated at once.
-_CHUNK_TERMS = 4_000_000
+_CHUNK_TERMS = 1_000_000
 # Channel-wise searches over more terms than this scan about ``_COARSE_CANDIDATES``
 # thresholds, then refine around the best with a stride ``_REFINE_FACTOR`` times finer per round.
 _EXHAUSTIVE_BUDGET = 8_000_000
