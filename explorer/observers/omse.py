@@ -27,6 +27,9 @@ _HALF_BINS = {"layer_wise": 1024, "channel_wise": 128}
 # moment-based estimate first and only a window around the best is scored exactly.
 _EXACT_BUDGET = 4_000_000
 _REFINE_RADIUS = 2
+# Up to this many values in all (weights, small layers) the raw values are kept and every
+# candidate is scored exactly on them; beyond it only the histogram is kept.
+_RAW_LIMIT = 262_144
 
 
 @register_observer("OmseObserver")
@@ -49,6 +52,7 @@ class OmseObserver(Observer):
         self.bin_width: Tensor | None = None
         self.shrink_factors = 1.0 - torch.arange(NUM_CANDIDATES, dtype=torch.float64) / 100.0
         self.candidate_mse: Tensor | None = None  # [C, 100] scores of the last search (NaN: not scored)
+        self._raw: list[Tensor] | None = []  # values seen, while they fit in _RAW_LIMIT
 
     # ----- statistics -------------------------------------------------------------------
     def _observe(self, rows: Tensor, lo: Tensor, hi: Tensor) -> None:
@@ -72,6 +76,11 @@ class OmseObserver(Observer):
         self.hist += counts.view(channels, 2 * half).double()
         self.hist[:, half] -= zeros  # zeros fell in bin [0, w); they are kept apart
         self.zeros += zeros
+        if self._raw is not None:
+            if sum(r.numel() for r in self._raw) + rows.numel() <= _RAW_LIMIT:
+                self._raw.append(rows.clone())
+            else:
+                self._raw = None
 
     def _widen_to(self, reach: Tensor) -> None:
         """Merge bins by powers of two (exact for counts) until each side covers ``reach``."""
@@ -95,8 +104,11 @@ class OmseObserver(Observer):
         scale, zero_point = qparams_from_range(lo, hi, self.bit_type, self.symmetric)
         channels = lo.shape[0]
         bins = 2 * self.half_bins + 1
+        every = torch.arange(NUM_CANDIDATES, device=lo.device).expand(channels, -1)
+        if self._raw is not None:
+            return self._pick(every, self._raw_sse(scale, zero_point))
         if channels * NUM_CANDIDATES * bins <= _EXACT_BUDGET:
-            chosen = torch.arange(NUM_CANDIDATES, device=lo.device).expand(channels, -1)
+            chosen = every
         else:
             screen = self._screening_sse(scale, zero_point)
             best = screen.argmin(dim=1, keepdim=True)
@@ -110,11 +122,31 @@ class OmseObserver(Observer):
                 for c in range(0, channels, step)
             ]
         )
+        return self._pick(chosen, sse)
+
+    def _pick(self, chosen: Tensor, sse: Tensor) -> tuple[Tensor, Tensor]:
+        """Record the scores of the ``chosen`` candidates and return the best clip range."""
+        assert self.min_val is not None and self.max_val is not None
         total = self.hist.sum(dim=1, keepdim=True) + self.zeros.unsqueeze(1)  # type: ignore[union-attr]
-        self.candidate_mse = torch.full_like(scale, float("nan")).scatter_(1, chosen, sse / total)
+        self.candidate_mse = torch.full((chosen.shape[0], NUM_CANDIDATES), float("nan"), dtype=torch.float64,
+                                        device=chosen.device).scatter_(1, chosen, sse / total)
         pick = chosen.gather(1, sse.argmin(dim=1, keepdim=True)).squeeze(1)
-        factor = self.shrink_factors.to(lo.device)[pick]
+        factor = self.shrink_factors.to(chosen.device)[pick]
         return self.min_val.double() * factor, self.max_val.double() * factor
+
+    def _raw_sse(self, scale: Tensor, zero_point: Tensor) -> Tensor:
+        """Exact summed squared error of every candidate on the kept raw values."""
+        assert self._raw is not None
+        x = torch.cat(self._raw, dim=1).double().unsqueeze(1)  # [C, 1, M]
+        qmin, qmax = self.bit_type.lower_bound, self.bit_type.upper_bound
+        out = []
+        step = max(1, _EXACT_BUDGET // max(1, x.numel()))
+        for k in range(0, NUM_CANDIDATES, step):
+            s = scale[:, k : k + step].unsqueeze(2)
+            zp = zero_point[:, k : k + step].unsqueeze(2).double()
+            x_hat = (torch.clamp(torch.round(x / s) + zp, qmin, qmax) - zp) * s
+            out.append(((x - x_hat) ** 2).sum(dim=2))
+        return torch.cat(out, dim=1)
 
     def _bin_edges(self) -> Tensor:
         """``[C, 2B + 1]`` bin edges, each side with its own width."""
