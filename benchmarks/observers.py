@@ -21,8 +21,8 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -109,14 +109,15 @@ def median_seconds(fn: Callable[[], object], repeats: int) -> float:
 def peak_memory_mb(name: str, mode: str) -> float:
     """Peak RSS growth (MB) of a fresh process while one observer sees the workload and chooses
     its parameters (Linux: the peak is reset through /proc/self/clear_refs once the data exists)."""
+    root = str(Path(__file__).resolve().parents[1])
     code = (
-        "import sys, json; sys.path.insert(0, %r)\n"
+        f"import sys, json; sys.path.insert(0, {root!r})\n"
         "from benchmarks.observers import workload, time_observer, OBSERVERS, rss_kb\n"
         "b = workload()\n"
         "open('/proc/self/clear_refs', 'w').write('5'); before = rss_kb('VmRSS')\n"
-        "time_observer(OBSERVERS[%r], %r, b)\n"
+        f"time_observer(OBSERVERS[{name!r}], {mode!r}, b)\n"
         "print(json.dumps((rss_kb('VmHWM') - before) / 1024))"
-    ) % (str(Path(__file__).resolve().parents[1]), name, mode)
+    )
     # A fixed mmap threshold makes glibc hand large freed blocks back, so the peak is the peak.
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
@@ -137,8 +138,8 @@ def scaling(repeats: int) -> list[tuple[int, float, float]]:
     rows = []
     for n in (2, 4, 8, 16):
         data = workload(n)
-        ours = median_seconds(lambda: time_observer(OmseObserver, "layer_wise", data), repeats)
-        rows.append((n, ours, median_seconds(lambda: fqvit_omse(data, "layer_wise"), repeats)))
+        ours = median_seconds(lambda data=data: time_observer(OmseObserver, "layer_wise", data), repeats)
+        rows.append((n, ours, median_seconds(lambda data=data: fqvit_omse(data, "layer_wise"), repeats)))
     return rows
 
 
@@ -148,11 +149,18 @@ def main() -> None:
     parser.add_argument("--skip-memory", action="store_true")
     args = parser.parse_args()
     batches = workload()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; workload 4 × [8, 197, 768], "
-          "one ×30 channel; median of", args.repeats, "runs\n")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads; workload 4 × [8, 197, 768], "
+        "one ×30 channel; median of",
+        args.repeats,
+        "runs\n",
+    )
     for mode in MODES:
         print(f"### {mode}\n")
-        print("| observer | update / batch (ms) | params (ms) | total (ms) | × MinMax | peak mem (MB) | × MinMax | clip max |")
+        print(
+            "| observer | update / batch (ms) | params (ms) | total (ms) | × MinMax "
+            "| peak mem (MB) | × MinMax | clip max |"
+        )
         print("|---|---|---|---|---|---|---|---|")
         base_total = base_memory = None
         for name, cls in OBSERVERS.items():
@@ -168,14 +176,18 @@ def main() -> None:
                 base_memory = base_memory or max(peak, 1e-3)
                 memory = f"{peak:.1f} | {peak / base_memory:.1f}×"
             clip = float(runs[0][2].clip_max.max())
-            print(f"| {name} | {update * 1e3:.1f} | {params * 1e3:.1f} | {total * 1e3:.1f} | "
-                  f"{total / base_total:.1f}× | {memory} | {clip:.3f} |")
-        ours_omse = median_seconds(lambda: time_observer(OmseObserver, mode, batches), args.repeats)
-        fq = median_seconds(lambda: fqvit_omse(batches, mode), args.repeats)
-        print(f"\nOMSE, all 4 batches: {ours_omse * 1e3:.1f} ms vs FQ-ViT's last-batch loop "
-              f"{fq * 1e3:.1f} ms → {fq / ours_omse:.1f}× faster (target ≥ 3×)")
+            print(
+                f"| {name} | {update * 1e3:.1f} | {params * 1e3:.1f} | {total * 1e3:.1f} | "
+                f"{total / base_total:.1f}× | {memory} | {clip:.3f} |"
+            )
+        ours_omse = median_seconds(lambda mode=mode: time_observer(OmseObserver, mode, batches), args.repeats)
+        fq = median_seconds(lambda mode=mode: fqvit_omse(batches, mode), args.repeats)
+        print(
+            f"\nOMSE, all 4 batches: {ours_omse * 1e3:.1f} ms vs FQ-ViT's last-batch loop "
+            f"{fq * 1e3:.1f} ms → {fq / ours_omse:.1f}× faster (target ≥ 3×)"
+        )
         if mode == "layer_wise":
-            ours_kl = median_seconds(lambda: time_observer(KLObserver, mode, batches), args.repeats)
+            ours_kl = median_seconds(lambda mode=mode: time_observer(KLObserver, mode, batches), args.repeats)
             start = time.perf_counter()
             amax = nvidia_entropy(batches)
             nv = time.perf_counter() - start
@@ -184,17 +196,21 @@ def main() -> None:
             else:
                 obs = time_observer(KLObserver, mode, batches)[2]
                 bins_apart = abs(float(obs.clip_max) - amax) / float(obs.bin_width)
-                print(f"KL: {ours_kl * 1e3:.1f} ms vs NVIDIA HistogramCalibrator {nv * 1e3:.0f} ms → "
-                      f"{nv / ours_kl:.0f}× faster (target ≥ 20×); thresholds {float(obs.clip_max):.4f} vs "
-                      f"{amax:.4f} ({bins_apart:.2f} bins apart)")
+                print(
+                    f"KL: {ours_kl * 1e3:.1f} ms vs NVIDIA HistogramCalibrator {nv * 1e3:.0f} ms → "
+                    f"{nv / ours_kl:.0f}× faster (target ≥ 20×); thresholds {float(obs.clip_max):.4f} vs "
+                    f"{amax:.4f} ({bins_apart:.2f} bins apart)"
+                )
         print()
     print("### OMSE cost as data grows (layer-wise)\n")
     print("| batches | ours (ms) | ms per batch | FQ-ViT last batch (ms) |")
     print("|---|---|---|---|")
     for n, ours, fq in scaling(args.repeats):
         print(f"| {n} | {ours * 1e3:.1f} | {ours / n * 1e3:.1f} | {fq * 1e3:.1f} |")
-    print("\nOurs scores the 100 candidates on a fixed-size histogram, so its cost is the update cost "
-          "(linear in data) plus a constant; FQ-ViT re-quantizes the (last) batch once per candidate.")
+    print(
+        "\nOurs scores the 100 candidates on a fixed-size histogram, so its cost is the update cost "
+        "(linear in data) plus a constant; FQ-ViT re-quantizes the (last) batch once per candidate."
+    )
 
 
 if __name__ == "__main__":

@@ -7,8 +7,8 @@ measures the damage lives here, so observers, the ViT wrapper and the app share 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 from torch import Tensor
@@ -104,9 +104,7 @@ class QuantError:
     clipped_fraction: float
 
 
-def quant_error(
-    x: Tensor | Sequence[Tensor], scale: Tensor, zero_point: Tensor, bit_type: BitType
-) -> QuantError:
+def quant_error(x: Tensor | Sequence[Tensor], scale: Tensor, zero_point: Tensor, bit_type: BitType) -> QuantError:
     """MSE, SQNR and clipped fraction of fake-quantizing ``x`` (one tensor or all batches)."""
     batches = [x] if isinstance(x, Tensor) else list(x)
     squared_error = signal = 0.0

@@ -5,8 +5,8 @@ distribution facts and the all-layer error table.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -80,9 +80,7 @@ def run_calibration(
         if not torch.isfinite(batch).all():
             bad = int((~torch.isfinite(batch)).sum())
             raise ValueError(f"calibration batch {i} has {bad} NaN/Inf value(s); fix the input data")
-    variants = {
-        t: (lambda block, point, t=t: as_observer_type(config.point(point, block), t)) for t in OBSERVER_TYPES
-    }
+    variants = {t: (lambda block, point, t=t: as_observer_type(config.point(point, block), t)) for t in OBSERVER_TYPES}
     capture = StatsCapture(model, config, variants, keep_bytes=keep_bytes)
     try:
         result = capture.run(batches, progress)

@@ -115,7 +115,7 @@ class Observer(ABC):
     def _clip_range(self) -> tuple[Tensor, Tensor]:
         """The chosen clip range ``(lo, hi)``, one value per channel."""
 
-    def _check_values(self, lo: Tensor, hi: Tensor) -> None:
+    def _check_values(self, lo: Tensor, hi: Tensor) -> None:  # noqa: B027  (optional hook)
         """Reject values this observer cannot handle (before any state changes)."""
 
     def _extra_repr(self) -> dict[str, Any]:
@@ -129,8 +129,7 @@ class Observer(ABC):
     def _calculate(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         if self.num_batches == 0:
             raise RuntimeError(
-                f"{self._name}: no statistics yet; call update() with calibration data "
-                "before get_quantization_params()"
+                f"{self._name}: no statistics yet; call update() with calibration data before get_quantization_params()"
             )
         if self._params is None:
             lo, hi = self._clip_range()
@@ -144,8 +143,7 @@ class Observer(ABC):
             raise TypeError(f"{self._name}.update expects a torch.Tensor, got {type(v).__name__}")
         if not v.is_floating_point():
             raise TypeError(
-                f"{self._name}.update expects a floating-point tensor (float32/float16/bfloat16/float64), "
-                f"got {v.dtype}"
+                f"{self._name}.update expects a floating-point tensor (float32/float16/bfloat16/float64), got {v.dtype}"
             )
         if v.numel() == 0:
             raise ValueError(f"{self._name}.update got an empty tensor of shape {tuple(v.shape)}")

@@ -119,8 +119,9 @@ class KLObserver(Observer):
             divergence = self._divergences(candidates.expand(channels, -1), self._prefix_tables())
         else:
             divergence = self._coarse_to_fine(candidates, self._prefix_tables())
-        self.divergence = torch.full((channels, length + 1), float("nan"), dtype=torch.float64,
-                                     device=divergence.device)
+        self.divergence = torch.full(
+            (channels, length + 1), float("nan"), dtype=torch.float64, device=divergence.device
+        )
         self.divergence[:, levels:] = divergence
         # The last of equal minima, as NVIDIA's calibrator picks.
         flipped = divergence.flip(1).argmin(dim=1)
@@ -131,10 +132,11 @@ class KLObserver(Observer):
         """Divergences of a search that scans every ``stride``-th threshold, then narrows the
         stride around the best (by 8× per round); thresholds never evaluated stay ``inf``."""
         assert self.hist is not None
-        channels, levels = self.hist.shape[0], self.bit_type.levels
+        channels = self.hist.shape[0]
         first, last = int(candidates[0]), int(candidates[-1])
-        divergence = torch.full((channels, candidates.numel()), float("inf"), dtype=torch.float64,
-                                device=candidates.device)
+        divergence = torch.full(
+            (channels, candidates.numel()), float("inf"), dtype=torch.float64, device=candidates.device
+        )
         stride = max(1, math.ceil(candidates.numel() / _COARSE_CANDIDATES))
         tried = candidates[::stride].expand(channels, -1)
         while True:
@@ -182,16 +184,20 @@ class KLObserver(Observer):
             group_mass = torch.diff(m.gather(1, idx), dim=1)  # [c, n, K]
             group_nonzero = torch.diff(nz.gather(1, idx), dim=1)
             ratio = group_mass / group_nonzero.clamp_min(1)
-            q_term = torch.where(group_mass > 0, group_mass * torch.log(ratio.clamp_min(1e-300)),
-                                 torch.zeros_like(group_mass)).sum(1)
+            q_term = torch.where(
+                group_mass > 0, group_mass * torch.log(ratio.clamp_min(1e-300)), torch.zeros_like(group_mass)
+            ).sum(1)
             last_mass, last_nonzero = group_mass[:, -1], group_nonzero[:, -1]
             below = mass[sl].gather(1, cand)  # mass under the threshold
             tail = total[sl] - below
             last_bin = bins[sl].gather(1, cand - 1)
             p_log_p = plogp[sl].gather(1, cand - 1) + _xlogx(last_bin + tail)
-            tail_term = torch.where(tail > 0, tail * torch.log((last_mass / last_nonzero.clamp_min(1)).clamp_min(1e-300)),
-                                    torch.zeros_like(tail))
-            kl = (p_log_p - _xlogx(total[sl]) - q_term - tail_term + total[sl] * torch.log(below.clamp_min(1e-300)))
+            tail_term = torch.where(
+                tail > 0,
+                tail * torch.log((last_mass / last_nonzero.clamp_min(1)).clamp_min(1e-300)),
+                torch.zeros_like(tail),
+            )
+            kl = p_log_p - _xlogx(total[sl]) - q_term - tail_term + total[sl] * torch.log(below.clamp_min(1e-300))
             kl = kl / total[sl]
             impossible = ((tail > 0) & (last_bin == 0)) | (cand > num_bins[sl].unsqueeze(1))
             out[sl] = torch.where(impossible, torch.full_like(kl, float("inf")), kl)

@@ -10,8 +10,6 @@ covers all calibration data, and the scoring cost does not grow with the data.
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
 
@@ -117,8 +115,11 @@ class OmseObserver(Observer):
         step = max(1, _EXACT_BUDGET // (chosen.shape[1] * bins))
         sse = torch.cat(
             [
-                self._exact_sse(slice(c, c + step), scale.gather(1, chosen)[c : c + step],
-                                zero_point.gather(1, chosen)[c : c + step])
+                self._exact_sse(
+                    slice(c, c + step),
+                    scale.gather(1, chosen)[c : c + step],
+                    zero_point.gather(1, chosen)[c : c + step],
+                )
                 for c in range(0, channels, step)
             ]
         )
@@ -128,8 +129,9 @@ class OmseObserver(Observer):
         """Record the scores of the ``chosen`` candidates and return the best clip range."""
         assert self.min_val is not None and self.max_val is not None
         total = self.hist.sum(dim=1, keepdim=True) + self.zeros.unsqueeze(1)  # type: ignore[union-attr]
-        self.candidate_mse = torch.full((chosen.shape[0], NUM_CANDIDATES), float("nan"), dtype=torch.float64,
-                                        device=chosen.device).scatter_(1, chosen, sse / total)
+        self.candidate_mse = torch.full(
+            (chosen.shape[0], NUM_CANDIDATES), float("nan"), dtype=torch.float64, device=chosen.device
+        ).scatter_(1, chosen, sse / total)
         pick = chosen.gather(1, sse.argmin(dim=1, keepdim=True)).squeeze(1)
         factor = self.shrink_factors.to(chosen.device)[pick]
         return self.min_val.double() * factor, self.max_val.double() * factor

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Mapping, TypeVar
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     from explorer.config import PointConfig
     from explorer.observers.base import Observer
 
-_REGISTRY: dict[str, type["Observer"]] = {}
+_REGISTRY: dict[str, type[Observer]] = {}
 _T = TypeVar("_T", bound=type)
 
 
@@ -31,7 +32,7 @@ def observer_names() -> tuple[str, ...]:
     return tuple(_REGISTRY)
 
 
-def observer_class(name: str) -> type["Observer"]:
+def observer_class(name: str) -> type[Observer]:
     """The class registered as ``name``; a clear error lists the valid names."""
     names = observer_names()
     if name not in _REGISTRY:
@@ -39,7 +40,7 @@ def observer_class(name: str) -> type["Observer"]:
     return _REGISTRY[name]
 
 
-def build_observer(entry: "PointConfig | Mapping[str, Any]", module_type: str = "activation") -> "Observer":
+def build_observer(entry: PointConfig | Mapping[str, Any], module_type: str = "activation") -> Observer:
     """An observer configured by one (resolved) config entry.
 
     ``entry`` is a :class:`explorer.config.PointConfig` or a mapping with the YAML keys of one

@@ -13,7 +13,8 @@ before the projection they feed, which is the tensor an integer kernel would con
 from __future__ import annotations
 
 import time
-from typing import Callable, Literal
+from collections.abc import Callable
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -151,8 +152,11 @@ class QuantTimmVitBlock(nn.Module):
     # ----- forward ----------------------------------------------------------------------
     def forward(self, x: Tensor, attn_mask: Tensor | None = None, is_causal: bool = False) -> Tensor:
         if self._mode == "fp32" and not self.taps:
-            return self.block(x, attn_mask=attn_mask, is_causal=is_causal) if attn_mask is not None or is_causal \
+            return (
+                self.block(x, attn_mask=attn_mask, is_causal=is_causal)
+                if attn_mask is not None or is_causal
                 else self.block(x)
+            )
         b = self.block
         x = x + b.drop_path1(b.ls1(self._attention(b.norm1(x), attn_mask, is_causal)))
         x = x + b.drop_path2(b.ls2(self._mlp(b.norm2(x))))
@@ -174,8 +178,9 @@ class QuantTimmVitBlock(nn.Module):
             causal = torch.ones(tokens, tokens, dtype=torch.bool, device=x.device).tril()
             scores = scores.masked_fill(~causal, float("-inf"))
         if attn_mask is not None:
-            scores = scores.masked_fill(~attn_mask, float("-inf")) if attn_mask.dtype == torch.bool \
-                else scores + attn_mask
+            scores = (
+                scores.masked_fill(~attn_mask, float("-inf")) if attn_mask.dtype == torch.bool else scores + attn_mask
+            )
         probs = attn.attn_drop(self._point("intSoft", scores.softmax(dim=-1)))
         out = (probs @ v).transpose(1, 2).reshape(batch, tokens, attn_dim)
         out = attn.norm(out)

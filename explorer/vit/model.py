@@ -7,7 +7,7 @@ only the transformer blocks are observed and fake-quantized.
 from __future__ import annotations
 
 import copy
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 from torch import Tensor, nn
