@@ -21,11 +21,14 @@ from explorer.observers.registry import register_observer
 
 # Largest number of (channel, level, candidate) terms evaluated at once.
 _CHUNK_TERMS = 1_000_000
-# Channel-wise searches over more terms than this scan about ``_COARSE_CANDIDATES``
-# thresholds, then refine around the best with a stride ``_REFINE_FACTOR`` times finer per round.
+# Channel-wise searches over more terms than this keep to thresholds of finite divergence;
+# if those are still too many, they scan about ``_COARSE_CANDIDATES`` of them, then refine
+# around the best with a stride ``_REFINE_FACTOR`` times finer per round.
 _EXHAUSTIVE_BUDGET = 8_000_000
 _COARSE_CANDIDATES = 32
 _REFINE_FACTOR = 8
+# A channel's histogram may grow to this many times kl_bins; beyond, bins are merged.
+_GROWTH_LIMIT = 16
 
 
 def _xlogx(t: Tensor) -> Tensor:
@@ -86,8 +89,12 @@ class KLObserver(Observer):
         unset = self.bin_width == 0
         self.bin_width = torch.where(unset & (reach > 0), reach / self.kl_bins, self.bin_width)
         safe_width = torch.where(self.bin_width > 0, self.bin_width, torch.ones_like(self.bin_width))
-        needed = torch.ceil(reach / safe_width).long()
-        self.num_bins = torch.maximum(self.num_bins, needed)
+        needed = torch.ceil(reach / safe_width)
+        if bool((needed > self.max_bins).any()):
+            self._coarsen(torch.exp2(torch.ceil(torch.log2(needed / self.max_bins))).clamp_min(1))
+            safe_width = torch.where(self.bin_width > 0, self.bin_width, torch.ones_like(self.bin_width))
+            needed = torch.ceil(reach / safe_width)
+        self.num_bins = torch.maximum(self.num_bins, needed.long())
         width = int(self.num_bins.max())
         if width > self.hist.shape[1]:
             grow = torch.zeros(channels, width - self.hist.shape[1], dtype=torch.int64, device=device)
@@ -98,6 +105,24 @@ class KLObserver(Observer):
         index += torch.arange(channels, device=device, dtype=index.dtype).unsqueeze(1) * width
         counts = torch.bincount(flat_in_memory_order(index).long(), minlength=channels * width)
         self.hist += counts.view(channels, width)
+
+    @property
+    def max_bins(self) -> int:
+        """Most bins a channel's histogram may grow to before bins are merged (see ``_coarsen``)."""
+        return _GROWTH_LIMIT * self.kl_bins
+
+    def _coarsen(self, factor: Tensor) -> None:
+        """Merge each channel's bins in groups of ``factor`` (a power of two, per channel).
+
+        Only for a range that grows more than ``_GROWTH_LIMIT``× beyond the first batch's:
+        counts stay exact, the bins get wider.
+        """
+        assert self.hist is not None and self.bin_width is not None and self.num_bins is not None
+        positions = torch.arange(self.hist.shape[1], dtype=torch.float64, device=self.hist.device)
+        index = torch.floor(positions.unsqueeze(0) / factor.unsqueeze(1)).long()
+        self.hist = torch.zeros_like(self.hist).scatter_add_(1, index, self.hist)
+        self.bin_width = self.bin_width * factor
+        self.num_bins = torch.ceil(self.num_bins / factor).long().clamp_min(1)
 
     # ----- search -----------------------------------------------------------------------
     def _clip_range(self) -> tuple[Tensor, Tensor]:
@@ -113,12 +138,12 @@ class KLObserver(Observer):
         channels, length = self.hist.shape
         levels = self.bit_type.levels
         candidates = torch.arange(levels, length + 1, device=self.hist.device)
-        terms = channels * (levels + 1) * candidates.numel()
-        # Layer-wise is exhaustive, as TensorRT's calibrator.
-        if terms <= _EXHAUSTIVE_BUDGET or channels == 1:
-            divergence = self._divergences(candidates.expand(channels, -1), self._prefix_tables())
+        tables = self._prefix_tables()
+        if channels * (levels + 1) * candidates.numel() <= _EXHAUSTIVE_BUDGET or channels == 1:
+            # Layer-wise is always exhaustive, as TensorRT's calibrator.
+            divergence = self._divergences(candidates.expand(channels, -1), tables)
         else:
-            divergence = self._coarse_to_fine(candidates, self._prefix_tables())
+            divergence = self._search_finite(candidates, tables)
         self.divergence = torch.full(
             (channels, length + 1), float("nan"), dtype=torch.float64, device=divergence.device
         )
@@ -128,26 +153,35 @@ class KLObserver(Observer):
         best = candidates[candidates.numel() - 1 - flipped]
         return torch.where(self.bin_width > 0, best, torch.zeros_like(best))  # type: ignore[operator]
 
-    def _coarse_to_fine(self, candidates: Tensor, tables: tuple[Tensor, Tensor, Tensor, Tensor]) -> Tensor:
-        """Divergences of a search that scans every ``stride``-th threshold, then narrows the
-        stride around the best (by 8× per round); thresholds never evaluated stay ``inf``."""
-        assert self.hist is not None
-        channels = self.hist.shape[0]
-        first, last = int(candidates[0]), int(candidates[-1])
+    def _search_finite(self, candidates: Tensor, tables: tuple[Tensor, Tensor, Tensor, Tensor]) -> Tensor:
+        """Many channels: search only thresholds whose divergence is finite (a threshold whose last
+        bin is empty while mass lies beyond it can never win), all of them when that fits the
+        budget, else coarse-to-fine over them. Thresholds not evaluated stay ``inf``."""
+        assert self.num_bins is not None
+        bins, mass = tables[0], tables[1]
+        channels, levels, first = bins.shape[0], self.bit_type.levels, int(candidates[0])
+        tail = mass[:, -1:] - mass[:, candidates]
+        finite = ((bins[:, candidates - 1] > 0) | (tail == 0)) & (candidates <= self.num_bins.unsqueeze(1))
+        last_rank = (finite.sum(dim=1, keepdim=True) - 1).clamp_min(0)
+        ranked = candidates[torch.argsort((~finite).to(torch.int8), dim=1, stable=True)]  # finite ones first
+        widest = int(last_rank.max()) + 1
         divergence = torch.full(
             (channels, candidates.numel()), float("inf"), dtype=torch.float64, device=candidates.device
         )
-        stride = max(1, math.ceil(candidates.numel() / _COARSE_CANDIDATES))
-        tried = candidates[::stride].expand(channels, -1)
+        stride = 1
+        if channels * (levels + 1) * widest > _EXHAUSTIVE_BUDGET:
+            stride = max(1, math.ceil(widest / _COARSE_CANDIDATES))
+        rank = torch.arange(0, widest, stride, device=candidates.device).expand(channels, -1).minimum(last_rank)
         while True:
+            tried = ranked.gather(1, rank)
             values = self._divergences(tried, tables)
             divergence.scatter_(1, tried - first, values)
-            best = tried.gather(1, values.argmin(dim=1, keepdim=True))
             if stride == 1:
                 return divergence
+            best = rank.gather(1, values.argmin(dim=1, keepdim=True))
             finer = max(1, stride // _REFINE_FACTOR)
             offsets = torch.arange(-stride + finer, stride, finer, device=best.device)
-            tried = (best + offsets).clamp(first, last)
+            rank = (best + offsets).clamp(min=0).minimum(last_rank)
             stride = finer
 
     def _prefix_tables(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
