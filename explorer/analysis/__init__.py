@@ -1,5 +1,6 @@
 """Analysis without UI: the explorer's calibration runs, refits, summaries and accuracy."""
 
+from explorer.analysis.evaluation import AccuracyReport, calibrate_and_evaluate, evaluate_quantized
 from explorer.analysis.explore import (
     OBSERVER_LABELS,
     OBSERVER_TYPES,
@@ -19,6 +20,9 @@ from explorer.analysis.explore import (
 )
 
 __all__ = [
+    "AccuracyReport",
+    "calibrate_and_evaluate",
+    "evaluate_quantized",
     "OBSERVER_LABELS",
     "OBSERVER_TYPES",
     "POINTS",

@@ -128,7 +128,7 @@ class ObserverSummary:
 
 def summarize(observer: Observer, observer_type: str, tensors: Sequence[Tensor]) -> ObserverSummary:
     """Clip range, parameters and error of ``observer`` measured on ``tensors``."""
-    scale, zero_point = observer.get_quantization_params()
+    scale, zero_point = (t.cpu() for t in observer.get_quantization_params())  # kept tensors are on the CPU
     err = quant_error(tensors, scale, zero_point, observer.bit_type)
     return ObserverSummary(
         observer_type=observer_type,

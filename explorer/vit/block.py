@@ -126,7 +126,11 @@ class QuantTimmVitBlock(nn.Module):
                 f"compute_quant_params() before calibration: no statistics for {', '.join(empty)}; "
                 "call calibration(batch) on calibration data first"
             )
-        self._qparams = {p: obs.get_quantization_params() for p, obs in self.observers.items()}
+        device = self.block.attn.qkv.weight.device  # observers refit elsewhere may live on the CPU
+        self._qparams = {
+            p: tuple(t.to(device) for t in obs.get_quantization_params())  # type: ignore[misc]
+            for p, obs in self.observers.items()
+        }
         bit_types = {p: obs.bit_type for p, obs in self.observers.items()}
         self._quant_weights = {
             p: fake_quantize(w.detach(), *self._qparams[p], bit_types[p]) for p, w in self.weights().items()

@@ -1,0 +1,16 @@
+"""Plotly figure builders for the explorer app: pure functions of plain data (arrays, mappings)."""
+
+from explorer.charts.compare import error_heatmap, wins_figure
+from explorer.charts.layer import ClipRange, channel_range_figure, channel_scale_figure, histogram_figure
+from explorer.charts.style import OBSERVER_COLORS, color_of
+
+__all__ = [
+    "OBSERVER_COLORS",
+    "ClipRange",
+    "channel_range_figure",
+    "channel_scale_figure",
+    "color_of",
+    "error_heatmap",
+    "histogram_figure",
+    "wins_figure",
+]

@@ -1,0 +1,37 @@
+"""Models and calibration data for the explorer: the embedded demo, timm ViTs, user files."""
+
+from explorer.data.calibration import (
+    DataLoadError,
+    batched,
+    load_image_folder,
+    load_tensor_file,
+    load_uploaded_images,
+)
+from explorer.data.demo import DemoSpec, demo_batches, demo_images, demo_split, load_demo_spec
+from explorer.data.models import (
+    DEMO_ARCH,
+    ModelLoadError,
+    load_checkpoint,
+    load_demo_model,
+    load_timm_model,
+    model_input_config,
+)
+
+__all__ = [
+    "DEMO_ARCH",
+    "DataLoadError",
+    "DemoSpec",
+    "ModelLoadError",
+    "batched",
+    "demo_batches",
+    "demo_images",
+    "demo_split",
+    "load_checkpoint",
+    "load_demo_model",
+    "load_demo_spec",
+    "load_image_folder",
+    "load_tensor_file",
+    "load_timm_model",
+    "load_uploaded_images",
+    "model_input_config",
+]

@@ -1,0 +1,126 @@
+"""The Compare tab: the four observers side by side on the selected point, then over all points
+(error heatmap, which observer wins where, where MinMax falls apart, the full table)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from explorer.analysis import OBSERVER_LABELS, ObserverSummary
+from explorer.charts import error_heatmap, histogram_figure, wins_figure
+from explorer.ui.layer_view import ALL_VALUES, clip_lines
+from explorer.ui.session import Loaded, cached_error_table, calibrated_summaries, point_facts, point_histogram
+
+LABELS = list(OBSERVER_LABELS.values())
+HEAT_METRICS = {
+    "SQNR dB": ("SQNR dB", True),
+    "log10 MSE": ("MSE", False),
+    "clipped %": ("clipped %", False),
+}
+"""Heatmap colour choice → (error-table column suffix, whether higher is better)."""
+
+
+def side_by_side(loaded: Loaded, block: int, name: str) -> None:
+    """One small histogram with its clip range and the metrics of each calibrated observer."""
+    run, run_id = loaded.run, loaded.settings.run_id
+    st.markdown(f"##### The four observers on block {block} · {name}")
+    try:
+        point_facts(run, run_id, block, name)
+        edges, counts = point_histogram(run, run_id, block, name, ALL_VALUES)
+    except ValueError as exc:
+        st.error(str(exc))
+        return
+    results = calibrated_summaries(run, run_id, block, name)
+    for column, (observer_type, result) in zip(st.columns(len(results)), results.items(), strict=True):
+        label = OBSERVER_LABELS[observer_type]
+        with column:
+            if not isinstance(result, ObserverSummary):
+                st.error(f"{label}: {result}")
+                continue
+            (clip,) = clip_lines({label: result})
+            figure = histogram_figure(edges, counts, [clip], True, label, height=220, legend=False)
+            st.plotly_chart(figure, key=f"cmp_hist_{label}")
+            st.metric(f"{label} SQNR", f"{result.sqnr_db:.2f} dB")
+            st.caption(
+                f"clip [{clip.lo:.4g}, {clip.hi:.4g}] · MSE {result.mse:.4g} · "
+                f"clipped {100 * result.clipped_fraction:.4f} %"
+            )
+
+
+def heat_values(table: pd.DataFrame, metric: str) -> np.ndarray:
+    """The points × observers matrix of ``metric`` (a :data:`HEAT_METRICS` key) from the error table."""
+    column, _ = HEAT_METRICS[metric]
+    values = table[[f"{label} {column}" for label in LABELS]].to_numpy(dtype=float)
+    if metric == "log10 MSE":
+        with np.errstate(divide="ignore"):
+            values = np.log10(values)
+    return values
+
+
+def minmax_gaps(table: pd.DataFrame, top: int = 3) -> list[str]:
+    """Sentences naming the points where MinMax's SQNR is furthest below the best observer's."""
+    sqnr = table[[f"{label} SQNR dB" for label in LABELS]]
+    best = sqnr.max(axis=1)
+    gap = best - table["MinMax SQNR dB"]
+    sentences = []
+    for index in gap.sort_values(ascending=False).index[:top]:
+        if not np.isfinite(gap[index]) or gap[index] <= 0:
+            break
+        row = table.loc[index]
+        winner = sqnr.loc[index].idxmax().removesuffix(" SQNR dB")
+        sentences.append(
+            f"block {row['block']} · {row['point']}: MinMax {row['MinMax SQNR dB']:.1f} dB, "
+            f"{gap[index]:.1f} dB below {winner} ({best[index]:.1f} dB)"
+        )
+    return sentences
+
+
+def _open_in_layer() -> None:
+    """Callback: select the point picked in ``cmp_pick`` and switch to the Layer tab."""
+    block, point = st.session_state["cmp_pick"].split(" · ")
+    st.session_state["sel_block"] = int(block)
+    st.session_state["sel_point"] = point
+    st.session_state["view"] = "Layer"
+
+
+def all_points(loaded: Loaded) -> None:
+    """Heatmap, wins and the full error table over every point."""
+    st.markdown("##### All points")
+    table = cached_error_table(loaded.run, loaded.settings.run_id)
+    rows = [f"{b} · {p}" for b, p in zip(table["block"], table["point"], strict=True)]
+    gaps = minmax_gaps(table)
+    if gaps:
+        st.markdown("**Where MinMax falls apart** (largest SQNR gap to the best observer):")
+        st.markdown("\n".join(f"- {gap}" for gap in gaps))
+    heat_col, wins_col = st.columns([2, 1], gap="large")
+    with heat_col:
+        metric = st.radio("Colour", list(HEAT_METRICS), horizontal=True, key="heat_metric")
+        _, higher_is_better = HEAT_METRICS[metric]
+        st.plotly_chart(
+            error_heatmap(heat_values(table, metric), rows, LABELS, metric, higher_is_better), key="heatmap"
+        )
+    with wins_col:
+        wins = {label: int((table["winner"] == label).sum()) for label in LABELS}
+        st.plotly_chart(wins_figure(wins, "Least MSE: points won"), key="wins")
+        by_kind = table.groupby("kind")["winner"].agg(lambda w: w.value_counts().idxmax())
+        st.markdown("\n".join(f"- most often best on **{kind}** points: {best}" for kind, best in by_kind.items()))
+        st.selectbox("Inspect a point", rows, key="cmp_pick")
+        st.button("Open in the Layer tab", key="cmp_open", on_click=_open_in_layer)
+    formats = {"MSE": "%.3e", "SQNR dB": "%.2f", "clipped %": "%.4f"}
+    st.dataframe(
+        table,
+        hide_index=True,
+        key="error_table",
+        column_config={
+            f"{label} {metric}": st.column_config.NumberColumn(format=fmt)
+            for label in LABELS
+            for metric, fmt in formats.items()
+        },
+    )
+
+
+def compare_tab(loaded: Loaded, block: int, name: str) -> None:
+    """Draw the Compare tab."""
+    side_by_side(loaded, block, name)
+    all_points(loaded)

@@ -1,0 +1,52 @@
+"""The Export tab: the tuned config as YAML, checked by loading it back, and offered as a download."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from explorer.analysis import POINTS
+from explorer.config import ConfigError, QuantConfig, dump_config, load_config
+
+
+def changed_points(base: QuantConfig, tuned: QuantConfig, num_blocks: int) -> pd.DataFrame:
+    """Every ``(block, point)`` whose resolved settings differ between the base and the tuned config."""
+    rows = []
+    for block in range(num_blocks):
+        for name in POINTS:
+            before, after = base.point(name, block).to_mapping(), tuned.point(name, block).to_mapping()
+            changes = [
+                f"{key}: {before.get(key)} → {after.get(key)}" for key in after if after.get(key) != before.get(key)
+            ]
+            if changes:
+                rows.append({"block": block, "point": name, "changes": "; ".join(changes)})
+    return pd.DataFrame(rows, columns=["block", "point", "changes"])
+
+
+def export_tab(base: QuantConfig, tuned: QuantConfig, num_blocks: int) -> None:
+    """Show, validate and offer the tuned config."""
+    text = dump_config(tuned)
+    try:
+        valid = load_config(text) == tuned
+        problem = "it loads back as a different config"
+    except (ConfigError, ValueError) as exc:
+        valid, problem = False, str(exc)
+    if valid:
+        st.success("Validated: this YAML loads back with `load_config` into exactly the tuned config.")
+    else:
+        st.error(f"The exported YAML does not round-trip: {problem}")
+    for warning in tuned.warnings:
+        st.warning(warning)
+    st.download_button(
+        "Download YAML", text, file_name="tuned_config.yaml", mime="application/x-yaml", key="download", type="primary"
+    )
+    code_col, diff_col = st.columns([3, 2], gap="large")
+    with code_col:
+        st.code(text, language="yaml")
+    with diff_col:
+        st.markdown("##### Points changed from the base config")
+        changes = changed_points(base, tuned, num_blocks)
+        if changes.empty:
+            st.caption("None yet: tune a point in the Layer tab and apply it.")
+        else:
+            st.dataframe(changes, hide_index=True, key="export_changes")

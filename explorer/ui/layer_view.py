@@ -1,0 +1,185 @@
+"""The Layer tab: one point's histogram with every observer's clip range, per-channel ranges and
+scales, a metrics table, the distribution facts in words, and the tuning panel."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from explorer.analysis import OBSERVER_LABELS, DistributionFacts, ObserverSummary
+from explorer.charts import ClipRange, channel_range_figure, channel_scale_figure, histogram_figure
+from explorer.config import ConfigError, PointConfig
+from explorer.ui.explain import explain_facts
+from explorer.ui.session import (
+    Loaded,
+    ObserverResult,
+    calibrated_summaries,
+    point_facts,
+    point_histogram,
+    reset_when_changed,
+    tuned_summary,
+)
+from explorer.ui.tuning import TUNED, tuning_panel
+
+TUNED_LABEL = "Tuned"
+ALL_VALUES = -1
+"""The "Histogram of" choice that shows every value rather than one channel."""
+
+
+def observer_results(loaded: Loaded, block: int, name: str, draft: PointConfig | str) -> dict[str, ObserverResult]:
+    """The four calibrated observers and the tuned draft on one point, by label (errors as text)."""
+    run, run_id = loaded.run, loaded.settings.run_id
+    results: dict[str, ObserverResult] = {
+        OBSERVER_LABELS[t]: r for t, r in calibrated_summaries(run, run_id, block, name).items()
+    }
+    if isinstance(draft, str):
+        results[TUNED_LABEL] = draft
+    else:
+        try:
+            results[TUNED_LABEL] = tuned_summary(run, run_id, block, name, draft)
+        except (ConfigError, ValueError, RuntimeError) as exc:
+            results[TUNED_LABEL] = str(exc)
+    return results
+
+
+def summaries_only(results: Mapping[str, ObserverResult]) -> dict[str, ObserverSummary]:
+    """The observers that succeeded."""
+    return {label: r for label, r in results.items() if isinstance(r, ObserverSummary)}
+
+
+def show_failures(results: Mapping[str, ObserverResult], block: int, name: str) -> None:
+    """One ``st.error`` per calibrated observer that could not produce parameters on this point
+    (the tuned one's error is shown with its metrics)."""
+    for label, result in results.items():
+        if isinstance(result, str) and label != TUNED_LABEL:
+            st.error(f"{label} on block {block} {name}: {result}")
+
+
+def clip_lines(summaries: Mapping[str, ObserverSummary], channel: int = ALL_VALUES) -> list[ClipRange]:
+    """Each observer's clip range on the histogram: one channel's, or the widest over channels."""
+    lines = []
+    for label, s in summaries.items():
+        if channel == ALL_VALUES:
+            lo, hi = float(np.min(s.clip_min)), float(np.max(s.clip_max))
+        else:
+            index = channel if s.clip_min.size > 1 else 0
+            lo, hi = float(s.clip_min[index]), float(s.clip_max[index])
+        lines.append(ClipRange(label, lo, hi))
+    return lines
+
+
+def metrics_table(results: Mapping[str, ObserverResult], tuned_point: PointConfig | str) -> pd.DataFrame:
+    """One row per observer: clip range (widest over channels), median scale and the error it causes."""
+    rows = []
+    for label, result in results.items():
+        row: dict[str, object] = {"observer": label}
+        if label == TUNED_LABEL and isinstance(tuned_point, PointConfig):
+            row["observer"] = f"{label} ({OBSERVER_LABELS[tuned_point.observer_type]})"
+        if isinstance(result, ObserverSummary):
+            row.update(
+                {
+                    "granularity": "channel_wise" if result.clip_min.size > 1 else "layer_wise",
+                    "clip min": float(np.min(result.clip_min)),
+                    "clip max": float(np.max(result.clip_max)),
+                    "scale (median)": float(np.median(result.scale)),
+                    "MSE": result.mse,
+                    "SQNR dB": result.sqnr_db,
+                    "clipped %": 100 * result.clipped_fraction,
+                    "note": "",
+                }
+            )
+        else:
+            row["note"] = f"failed: {result}"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _channel_label(facts: DistributionFacts) -> dict[int, str]:
+    """Histogram choices: all values, then the extreme channels (flagged), then every channel."""
+    extreme = dict(facts.extreme_channels)
+    labels = {ALL_VALUES: "all values"}
+    for channel, ratio in facts.extreme_channels:
+        labels[channel] = f"channel {channel} — range {ratio:.1f}× the median"
+    for channel in range(facts.channel_min.size):
+        if channel not in extreme:
+            labels[channel] = f"channel {channel}"
+    return labels
+
+
+def tuned_metrics(results: Mapping[str, ObserverResult], draft: PointConfig | str) -> None:
+    """The tuned observer's clip range and error, with the SQNR change against its calibrated counterpart."""
+    tuned = results[TUNED_LABEL]
+    if not isinstance(tuned, ObserverSummary) or not isinstance(draft, PointConfig):
+        st.error(f"Tuned settings are not usable: {tuned}")
+        return
+    label = OBSERVER_LABELS[draft.observer_type]
+    base = results.get(label)
+    delta = f"{tuned.sqnr_db - base.sqnr_db:+.2f} dB" if isinstance(base, ObserverSummary) else None
+    widest = " (widest channel)" if tuned.clip_min.size > 1 else ""
+    columns = st.columns(5)
+    columns[0].metric("Tuned clip min", f"{np.min(tuned.clip_min):.5g}", help=f"Lowest clip min{widest}.")
+    columns[1].metric("Tuned clip max", f"{np.max(tuned.clip_max):.5g}", help=f"Highest clip max{widest}.")
+    columns[2].metric("Tuned SQNR", f"{tuned.sqnr_db:.2f} dB", delta=delta, help=f"Change against calibrated {label}.")
+    columns[3].metric("Tuned MSE", f"{tuned.mse:.4g}")
+    columns[4].metric("Tuned clipped", f"{100 * tuned.clipped_fraction:.4f} %")
+
+
+def layer_tab(loaded: Loaded, block: int, name: str) -> None:
+    """Draw the Layer tab for ``(block, name)``."""
+    run, run_id = loaded.run, loaded.settings.run_id
+    tune_col, chart_col = st.columns([1, 2.3], gap="large")
+    with tune_col, st.container(border=True):
+        draft = tuning_panel(block, name, lambda point: tuned_summary(run, run_id, block, name, point))
+    results = observer_results(loaded, block, name, draft)
+    summaries = summaries_only(results)
+    with chart_col:
+        try:
+            facts = point_facts(run, run_id, block, name)
+        except ValueError as exc:
+            st.error(str(exc))
+            return
+        labels = _channel_label(facts)
+        reset_when_changed("hist_for", (run_id, name), {"hist_channel": ALL_VALUES})
+        col1, col2 = st.columns([1, 2])
+        log_y = col1.toggle("Log count axis", value=True, key="hist_log")
+        channel = col2.selectbox("Histogram of", list(labels), format_func=labels.__getitem__, key="hist_channel")
+        edges, counts = point_histogram(run, run_id, block, name, channel)
+        title = f"Block {block} · {name}" + ("" if channel == ALL_VALUES else f" · channel {channel}")
+        st.plotly_chart(histogram_figure(edges, counts, clip_lines(summaries, channel), log_y, title), key="hist")
+        if channel == ALL_VALUES and any(s.clip_min.size > 1 for s in summaries.values()):
+            st.caption(
+                "Channel-wise observers are drawn at their widest channel (lowest clip min, highest clip max); "
+                "pick a channel to see its own ranges."
+            )
+        tuned_metrics(results, draft)
+    show_failures(results, block, name)
+    st.markdown("##### Observers on this point")
+    st.dataframe(
+        metrics_table(results, draft),
+        hide_index=True,
+        key="layer_metrics",
+        column_config={
+            "clip min": st.column_config.NumberColumn(format="%.4g"),
+            "clip max": st.column_config.NumberColumn(format="%.4g"),
+            "scale (median)": st.column_config.NumberColumn(format="%.4g"),
+            "MSE": st.column_config.NumberColumn(format="%.3e"),
+            "SQNR dB": st.column_config.NumberColumn(format="%.2f"),
+            "clipped %": st.column_config.NumberColumn(format="%.4f"),
+        },
+    )
+    st.markdown("##### What the data says")
+    mode = st.session_state[TUNED].point(name, block).calibration_mode
+    st.markdown("\n".join(f"- {sentence}" for sentence in explain_facts(facts, mode == "channel_wise")))
+    st.markdown("##### Per channel")
+    ranges = {label: (s.clip_min, s.clip_max) for label, s in summaries.items()}
+    scales = {label: s.scale for label, s in summaries.items()}
+    channels = facts.channel_min.size
+    col1, col2 = st.columns(2)
+    col1.plotly_chart(
+        channel_range_figure(facts.channel_min, facts.channel_max, ranges, "Clip range per channel (x: channel)"),
+        key="ch_range",
+    )
+    col2.plotly_chart(channel_scale_figure(scales, channels, title="Scale per channel (x: channel)"), key="ch_scale")

@@ -1,0 +1,159 @@
+"""The app's page: sidebar, calibration (automatic on first load, then on "Calibrate"), header,
+point selector and the Layer / Compare / Accuracy / Export tabs.
+
+A failed calibration (bad model, data or config) is reported and changes nothing: the last good
+model, run and tuned config stay on screen.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from explorer.analysis import POINTS
+from explorer.config import ConfigError
+from explorer.data import DataLoadError, ModelLoadError
+from explorer.ui.accuracy_view import accuracy_tab
+from explorer.ui.compare_view import compare_tab
+from explorer.ui.explain import POINT_DESCRIPTIONS
+from explorer.ui.export_view import export_tab
+from explorer.ui.layer_view import layer_tab
+from explorer.ui.session import Loaded, calibrate
+from explorer.ui.sidebar import SidebarResult, sidebar
+from explorer.ui.sources import Settings, model_summary
+from explorer.ui.tuning import TUNED
+
+LOADED = "loaded"
+"""Session-state key of the current :class:`Loaded` calibration."""
+FAILED = "calibration_error"
+"""Session-state key of the last failed calibration, as ``(settings, message)``."""
+DEFAULT_POINT = "mlp_act"
+"""The point shown first: the GELU output, where activation outliers typically live."""
+TABS = ("Layer", "Compare", "Accuracy", "Export")
+CALIBRATION_ERRORS = (
+    ModelLoadError,
+    DataLoadError,
+    ConfigError,
+    ValueError,
+    TypeError,
+    RuntimeError,
+    OSError,
+    MemoryError,
+)
+"""What loading and calibrating raise on bad input (ConfigError is a ValueError; CUDA OOM a RuntimeError)."""
+
+
+def _calibrate(settings: Settings) -> Loaded | None:
+    """Calibrate with a progress bar; on failure remember and show why, and return None."""
+    bar = st.progress(0.0, text="Calibrating…")
+
+    def progress(done: int, total: int) -> None:
+        bar.progress(done / total, text=f"Calibrating all four observers: batch {done} of {total}")
+
+    try:
+        loaded = calibrate(settings, progress)
+    except CALIBRATION_ERRORS as exc:
+        st.session_state[FAILED] = (settings, f"{type(exc).__name__}: {exc}")
+        return None
+    finally:
+        bar.empty()
+    st.session_state.pop(FAILED, None)
+    return loaded
+
+
+def _adopt(loaded: Loaded) -> None:
+    """Make ``loaded`` current; the tuned config restarts from its base config when that changed
+    or when it overrides blocks the new model lacks."""
+    previous: Loaded | None = st.session_state.get(LOADED)
+    tuned = st.session_state.get(TUNED)
+    stale = tuned is None or any(i >= loaded.run.num_blocks for i in tuned.block_indices)
+    if stale or previous is None or previous.settings.config != loaded.settings.config:
+        if previous is not None and tuned != previous.settings.config:
+            st.toast("The tuned config restarts from the new base config (export the old one first if needed).")
+        st.session_state[TUNED] = loaded.settings.config
+    st.session_state[LOADED] = loaded
+
+
+def current_run(request: SidebarResult) -> Loaded | None:
+    """The calibration to show: calibrate on first load and on "Calibrate", keep the last good one."""
+    loaded: Loaded | None = st.session_state.get(LOADED)
+    failed = st.session_state.get(FAILED)
+    wanted = request.settings
+    first_try = loaded is None and (failed is None or failed[0] != wanted)
+    if wanted is not None and (request.calibrate or first_try):
+        new = _calibrate(wanted)
+        if new is not None:
+            _adopt(new)
+            loaded = new
+    elif request.calibrate:
+        st.error("Calibration needs a valid config: fix the config in the sidebar first.")
+    failed = st.session_state.get(FAILED)
+    if failed is not None and failed[0] == wanted:
+        kept = " The last good calibration is still shown." if loaded is not None else ""
+        st.error(f"Calibration failed — {failed[1]}.{kept}")
+    return loaded
+
+
+def header(loaded: Loaded, wanted: Settings | None) -> None:
+    """One line saying what is calibrated, plus notices about failed observers and pending settings."""
+    s, run = loaded.settings, loaded.run
+    batches = run.capture.batches
+    st.markdown(
+        f"**Model** {s.model.describe()} — {model_summary(loaded.model)} · **Data** {s.data.describe()}: "
+        f"{batches} batch(es), {loaded.images_used} images · **Calibrated** in {loaded.seconds:.1f} s on "
+        f"{s.device} · **Config** {s.config_name}"
+    )
+    if not run.complete:
+        st.warning(
+            f"Only the first {run.capture.kept_batches} of {batches} batches were kept for re-tuning: "
+            "tuned observers see less data than the calibrated ones."
+        )
+    failures = [(t, key, why) for t, points in run.capture.errors.items() for key, why in points.items()]
+    if failures:
+        with st.expander(f"⚠️ {len(failures)} observer/point combination(s) failed during calibration"):
+            for observer_type, (block, point), why in failures:
+                st.error(f"{observer_type} on block {block} {point}: {why}")
+    if wanted is not None and wanted != s:
+        st.info("The sidebar settings differ from the calibrated ones: press **Calibrate** to apply them.")
+
+
+def point_selector(num_blocks: int) -> tuple[int, str]:
+    """Block and point selectboxes (stable keys ``sel_block``/``sel_point``)."""
+    if st.session_state.get("sel_block", 0) >= num_blocks:
+        st.session_state["sel_block"] = 0
+    st.session_state.setdefault("sel_point", DEFAULT_POINT)
+    col1, col2, _ = st.columns([1, 2, 3])
+    block = col1.selectbox("Block", range(num_blocks), key="sel_block")
+    point = col2.selectbox(
+        "Quantization point", POINTS, key="sel_point", format_func=lambda p: f"{p} — {POINT_DESCRIPTIONS[p]}"
+    )
+    return int(block), str(point)
+
+
+COMPACT_METRICS = "<style>[data-testid='stMetricValue'] { font-size: 1.6rem; }</style>"
+"""Metric values at a size that fits five to a row beside the sidebar."""
+
+
+def main() -> None:
+    """Draw the whole app."""
+    st.html(COMPACT_METRICS)
+    st.title("Observer Explorer", anchor=False)
+    request = sidebar()
+    loaded = current_run(request)
+    if loaded is None:
+        st.info("Nothing calibrated yet: fix the inputs in the sidebar and press **Calibrate**.")
+        return
+    header(loaded, request.settings)
+    block, point = point_selector(loaded.run.num_blocks)
+    layer, compare, accuracy, export = st.tabs(TABS, key="view", on_change="rerun")
+    if layer.open:
+        with layer:
+            layer_tab(loaded, block, point)
+    if compare.open:
+        with compare:
+            compare_tab(loaded, block, point)
+    if accuracy.open:
+        with accuracy:
+            accuracy_tab(loaded, st.session_state[TUNED])
+    if export.open:
+        with export:
+            export_tab(loaded.settings.config, st.session_state[TUNED], loaded.run.num_blocks)

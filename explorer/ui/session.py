@@ -1,0 +1,205 @@
+"""State and caching of the app: loaded models, calibration runs, and results derived from them.
+
+- Models: ``st.cache_resource`` keyed by the model source and device.
+- Runs: a small process-wide LRU store keyed by :class:`Settings` (a run is computed with a
+  progress bar, which a cached function could not show), and the session's current run in
+  ``st.session_state`` so it survives eviction.
+- Derived results (summaries, histograms, facts, the error table, accuracy): ``st.cache_data``
+  keyed by the run id plus plain values; the unhashable run/model are leading-underscore args.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+import torch
+from torch import nn
+
+from explorer.analysis import (
+    OBSERVER_TYPES,
+    DistributionFacts,
+    ExplorerRun,
+    ObserverSummary,
+    distribution_facts,
+    error_table,
+    histogram,
+    observer_for,
+    quantized_model,
+    run_calibration,
+    summarize,
+)
+from explorer.analysis.evaluation import AccuracyReport, evaluate_quantized
+from explorer.config import PointConfig, QuantConfig, module_type_of
+from explorer.data import batched, model_input_config
+from explorer.observers.base import channel_rows
+from explorer.ui.sources import Holdout, ModelSource, Settings, holdout_images, load_images, load_model
+
+RUN_STORE_SIZE = 2
+HISTOGRAM_BINS = 200
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """A finished calibration: its settings, the model, the run, its duration and the accuracy images."""
+
+    settings: Settings
+    model: nn.Module
+    run: ExplorerRun
+    seconds: float
+    images_used: int
+    holdout: Holdout
+
+
+class RunStore:
+    """The last few calibrations of this process, most recent last (shared by sessions)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._runs: OrderedDict[Settings, Loaded] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, settings: Settings) -> Loaded | None:
+        with self._lock:
+            loaded = self._runs.get(settings)
+            if loaded is not None:
+                self._runs.move_to_end(settings)
+            return loaded
+
+    def put(self, loaded: Loaded) -> None:
+        with self._lock:
+            self._runs[loaded.settings] = loaded
+            self._runs.move_to_end(loaded.settings)
+            while len(self._runs) > self.size:
+                self._runs.popitem(last=False)
+
+
+@st.cache_resource(show_spinner=False)
+def run_store() -> RunStore:
+    """The process-wide run store."""
+    return RunStore(RUN_STORE_SIZE)
+
+
+@st.cache_resource(max_entries=3, show_spinner="Loading the model…")
+def cached_model(source_id: str, device: str, _source: ModelSource) -> nn.Module:
+    """The model of ``_source`` (identified by ``source_id``, its repr) on ``device``."""
+    return load_model(_source, device)
+
+
+def calibrate(settings: Settings, progress: Callable[[int, int], None]) -> Loaded:
+    """Load model and data of ``settings`` and run one calibration feeding all four observers.
+
+    ``progress(done, total)`` is called after each batch. Errors of the library (bad model,
+    data or config) propagate unchanged for the caller to show.
+    """
+    cached = run_store().get(settings)
+    if cached is not None:
+        return cached
+    model = cached_model(repr(settings.model), settings.device, settings.model)
+    input_config = model_input_config(model)
+    images = load_images(settings.data, input_config, settings.num_batches * settings.batch_size)
+    batches = batched(images, settings.batch_size, settings.num_batches)
+    used = sum(len(b) for b in batches)
+    start = time.perf_counter()
+    run = run_calibration(
+        model,
+        [b.to(settings.device) for b in batches],
+        settings.config,
+        progress=lambda done: progress(done, len(batches)),
+    )
+    seconds = time.perf_counter() - start
+    holdout = holdout_images(settings.data, input_config, images, used, getattr(model, "num_classes", None))
+    loaded = Loaded(settings, model, run, seconds, used, holdout)
+    run_store().put(loaded)
+    return loaded
+
+
+ObserverResult = ObserverSummary | str
+"""What an observer did on a point, or why it failed there."""
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def calibrated_summaries(_run: ExplorerRun, run_id: str, block: int, point: str) -> dict[str, ObserverResult]:
+    """Each calibrated observer's summary on one point (or its error message)."""
+    key = (block, point)
+    tensors = _run.tensors(key)
+    results: dict[str, ObserverResult] = {}
+    for observer_type in OBSERVER_TYPES:
+        observer = _run.observer(observer_type, key)
+        if observer is None:
+            results[observer_type] = _run.error(observer_type, key) or "no observer was calibrated here"
+        elif not tensors:
+            results[observer_type] = "no tensors were kept for this point; recalibrate with fewer batches"
+        else:
+            results[observer_type] = summarize(observer, observer_type, tensors)
+    return results
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def tuned_summary(_run: ExplorerRun, run_id: str, block: int, point: str, config: PointConfig) -> ObserverSummary:
+    """The summary of ``config`` on one point: the calibrated observer when it matches, else a refit."""
+    key = (block, point)
+    observer = observer_for(_run, key, config)
+    return summarize(observer, config.observer_type, _run.tensors(key))
+
+
+def _checked_tensors(run: ExplorerRun, block: int, point: str) -> list[torch.Tensor]:
+    """The kept tensors of a point; ValueError when none were kept or they hold NaN/Inf."""
+    tensors = run.tensors((block, point))
+    if not tensors:
+        raise ValueError("no tensors were kept for this point; recalibrate with fewer or smaller batches")
+    if not all(bool(torch.isfinite(t).all()) for t in tensors):
+        raise ValueError(
+            f"block {block} {point} holds NaN/Inf values: the model produces non-finite values here "
+            "(check the checkpoint and the input data)"
+        )
+    return tensors
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def point_facts(_run: ExplorerRun, run_id: str, block: int, point: str) -> DistributionFacts:
+    """:func:`distribution_facts` of one point (ValueError when its values are missing or not finite)."""
+    return distribution_facts(_checked_tensors(_run, block, point), module_type_of(point))
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def point_histogram(
+    _run: ExplorerRun, run_id: str, block: int, point: str, channel: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(edges, counts)`` of all values of a point (``channel`` negative) or of one of its channels."""
+    tensors = _checked_tensors(_run, block, point)
+    if channel >= 0:
+        tensors = [channel_rows(t.float(), module_type_of(point))[channel] for t in tensors]
+    return histogram(tensors, bins=HISTOGRAM_BINS)
+
+
+@st.cache_data(max_entries=8, show_spinner="Scoring the four observers on every point…")
+def cached_error_table(_run: ExplorerRun, run_id: str) -> pd.DataFrame:
+    """:func:`error_table` of the run."""
+    return error_table(_run)
+
+
+@st.cache_data(max_entries=16, show_spinner="Evaluating FP32 and quantized models…")
+def accuracy(_loaded: Loaded, run_id: str, config_yaml: str, _config: QuantConfig) -> AccuracyReport:
+    """FP32 vs ``_config``-quantized model on the run's held-out images (``config_yaml`` is its cache key)."""
+    qvit = quantized_model(_loaded.model, _loaded.run, _config)
+    return evaluate_quantized(qvit, _loaded.holdout.images, _loaded.holdout.labels)
+
+
+def reset_when_changed(marker: str, value: Hashable, values: Mapping[str, Any]) -> None:
+    """Write ``values`` into the session state when ``value`` differs from what ``marker`` saw last,
+    or when some of those keys are gone (Streamlit drops the state of widgets a run did not draw).
+
+    Used to load widgets with the settings of a newly selected point (before they are drawn)
+    while keeping the user's unsaved edits as long as the selection stays the same.
+    """
+    if st.session_state.get(marker) != value or any(key not in st.session_state for key in values):
+        st.session_state.update(values)
+        st.session_state[marker] = value

@@ -1,0 +1,168 @@
+"""The sidebar: model, calibration data, batches, device, base config and global bits.
+
+It returns the :class:`Settings` the user asks for (or None while an input is invalid, with the
+reason shown right there) and whether "Calibrate" was pressed. Every source can be given as an
+upload or as a local path, so large files need not go through the browser.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import streamlit as st
+
+from explorer.config import ConfigError, QuantConfig, load_config
+from explorer.data import DEMO_ARCH
+from explorer.data.calibration import IMAGE_EXTENSIONS, TENSOR_EXTENSIONS
+from explorer.data.models import CHECKPOINT_EXTENSIONS
+from explorer.ui.sources import DataSource, ModelSource, Settings, Upload, available_devices
+
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+DEFAULT_CONFIG = "recommended_config.yaml"
+UPLOAD_CONFIG = "Upload a YAML file…"
+AS_IN_CONFIG = "as in config"
+GLOBAL_BITS: tuple[Any, ...] = (AS_IN_CONFIG, 8, 6, 4)
+DEFAULT_BATCHES = 4
+DEFAULT_BATCH_SIZE = 32
+
+MODEL_KINDS = {"demo": "Demo ViT (digits)", "timm": "timm model", "checkpoint": "Checkpoint file"}
+DATA_KINDS = {"demo": "Demo digits", "folder": "Image folder", "upload": "Uploaded images", "tensor": "Tensor file"}
+
+
+def _suffixes(extensions: Any) -> list[str]:
+    """File-uploader types from extensions with dots."""
+    return sorted(ext.lstrip(".") for ext in extensions)
+
+
+def _upload(key: str, label: str, types: list[str], help_text: str) -> Upload | None:
+    """One uploaded file as an :class:`Upload`, if any."""
+    file = st.file_uploader(label, type=types, key=key, help=help_text)
+    return None if file is None else Upload.of(file.name, file.getvalue())
+
+
+def model_source() -> ModelSource:
+    """Widgets of the model section."""
+    kind = st.radio("Model", list(MODEL_KINDS), format_func=MODEL_KINDS.__getitem__, key="model_kind")
+    if kind == "timm":
+        name = st.text_input("timm model name", value="vit_tiny_patch16_224", key="timm_name")
+        pretrained = st.checkbox(
+            "pretrained weights",
+            value=False,
+            key="timm_pretrained",
+            help="Needs the weights in the local cache when there is no network access.",
+        )
+        return ModelSource("timm", name=name, pretrained=pretrained)
+    if kind == "checkpoint":
+        upload = _upload(
+            "ckpt_upload",
+            "Checkpoint upload",
+            _suffixes(CHECKPOINT_EXTENSIONS),
+            "A state_dict (.pt/.pth/.safetensors).",
+        )
+        path = st.text_input("…or checkpoint path", key="ckpt_path", disabled=upload is not None)
+        arch = st.text_input(
+            "Architecture", value=DEMO_ARCH, key="ckpt_arch", help="'demo' for the embedded digits ViT, or a timm name."
+        )
+        return ModelSource("checkpoint", name=arch, path=path, upload=upload)
+    return ModelSource()
+
+
+def data_source() -> DataSource:
+    """Widgets of the calibration data section."""
+    kind = st.radio("Calibration data", list(DATA_KINDS), format_func=DATA_KINDS.__getitem__, key="data_kind")
+    if kind == "folder":
+        return DataSource("folder", path=st.text_input("Image folder path", key="data_folder"))
+    if kind == "upload":
+        files = st.file_uploader(
+            "Images", type=_suffixes(IMAGE_EXTENSIONS), accept_multiple_files=True, key="data_upload"
+        )
+        return DataSource("upload", uploads=tuple(Upload.of(f.name, f.getvalue()) for f in files or ()))
+    if kind == "tensor":
+        upload = _upload(
+            "tensor_upload",
+            "Tensor file upload",
+            _suffixes(TENSOR_EXTENSIONS),
+            "Images [N, C, H, W] as .pt/.npy/.safetensors.",
+        )
+        path = st.text_input("…or tensor file path", key="tensor_path", disabled=upload is not None)
+        return DataSource("tensor", path=path, uploads=() if upload is None else (upload,))
+    return DataSource()
+
+
+@st.cache_resource(max_entries=32, show_spinner=False)
+def parse_config(text: str) -> QuantConfig:
+    """A validated config from YAML ``text`` (raises ConfigError naming the line); cached as a resource
+    because configs are immutable and hold read-only views that do not pickle."""
+    return load_config(text)
+
+
+def base_config() -> tuple[QuantConfig, str]:
+    """Widgets of the config section: a shipped file or an upload, then the global bits.
+
+    Raises :class:`ConfigError` (or ValueError, OSError) when the chosen YAML is invalid or unreadable.
+    """
+    files = sorted(p.name for p in CONFIG_DIR.glob("*.y*ml"))
+    options = [*files, UPLOAD_CONFIG]
+    choice = st.selectbox(
+        "Base config",
+        options,
+        index=options.index(DEFAULT_CONFIG) if DEFAULT_CONFIG in options else 0,
+        key="config_file",
+    )
+    if choice == UPLOAD_CONFIG:
+        upload = _upload("config_upload", "Config upload", ["yaml", "yml"], "A YAML config in the guide's schema.")
+        if upload is None:
+            raise ConfigError("upload a YAML config, or pick one of the shipped configs")
+        name = upload.name
+        text = upload.data.decode("utf-8-sig", errors="replace")
+    else:
+        name = choice
+        text = (CONFIG_DIR / choice).read_text(encoding="utf-8-sig")
+    try:
+        config = parse_config(text)
+    except ConfigError as exc:
+        raise ConfigError(f"{name}: {exc}") from exc
+    bits = st.selectbox(
+        "Bits (all points)",
+        GLOBAL_BITS,
+        key="global_bits",
+        format_func=lambda b: b if b == AS_IN_CONFIG else f"int{b}",
+        help="Sets default.bit_type; points whose entry sets its own bit_type keep it.",
+    )
+    if bits != AS_IN_CONFIG:
+        config = config.with_default(bit_type={"bits": bits, "signed": True, "name": f"int{bits}"})
+        name = f"{name} + int{bits}"
+    for warning in config.warnings:
+        st.warning(warning)
+    return config, name
+
+
+@dataclass(frozen=True)
+class SidebarResult:
+    """What the sidebar asks for: the settings (None while invalid) and whether Calibrate was pressed."""
+
+    settings: Settings | None
+    calibrate: bool
+
+
+def sidebar() -> SidebarResult:
+    """Draw the sidebar; invalid inputs are reported in place with the library's message."""
+    with st.sidebar:
+        st.header("Setup")
+        model = model_source()
+        data = data_source()
+        col1, col2 = st.columns(2)
+        num_batches = int(col1.number_input("Batches", 1, 10_000, DEFAULT_BATCHES, key="num_batches"))
+        batch_size = int(col2.number_input("Batch size", 1, 4096, DEFAULT_BATCH_SIZE, key="batch_size"))
+        device = st.selectbox("Device", available_devices(), key="device")
+        settings: Settings | None = None
+        try:
+            config, config_name = base_config()
+        except (ConfigError, ValueError, OSError) as exc:
+            st.error(f"Config not usable: {exc}")
+        else:
+            settings = Settings(model, data, num_batches, batch_size, device, config, config_name)
+        clicked = st.button("Calibrate", type="primary", key="calibrate", width="stretch")
+    return SidebarResult(settings, clicked)
