@@ -880,3 +880,18 @@ def test_kl_config_points() -> None:
     assert isinstance(soft, KLObserver) and soft.kl_bins == 4096 and soft.calibration_mode == "layer_wise"
     qkv = build_observer(config.point("attn_qkv_output"), config.module_type("attn_qkv_output"))
     assert isinstance(qkv, KLObserver) and qkv.kl_bins == 2048 and qkv.calibration_mode == "channel_wise"
+
+
+def test_kl_merge_on_one_channel_keeps_histogram_shape_consistent() -> None:
+    """Regression: one channel's range growing past the growth limit merges its bins while the
+    other channels keep theirs; the next histogram must still line up with the stored one."""
+    obs = KLObserver(BitType(2, False), "conv_weight", "channel_wise", kl_bins=128)
+    g = gen(5)
+    obs.update(torch.rand(3, 2, 2, 4, generator=g) * 5)
+    later = torch.rand(3, 2, 2, 4, generator=g) * 5
+    later[2, 1, 1, 2] = 150.0  # 30x the first batch's reach: beyond 16 x kl_bins bins at the old width
+    obs.update(later)
+    obs.update(torch.rand(3, 2, 2, 4, generator=g) * 5)
+    assert obs.hist is not None
+    assert obs.hist.sum(dim=1).tolist() == [48, 48, 48]  # every value counted once
+    assert float(obs.clip_max[2]) > 5.0  # the grown channel's range reaches beyond the first batch

@@ -95,10 +95,10 @@ class KLObserver(Observer):
             safe_width = torch.where(self.bin_width > 0, self.bin_width, torch.ones_like(self.bin_width))
             needed = torch.ceil(reach / safe_width)
         self.num_bins = torch.maximum(self.num_bins, needed.long())
-        width = int(self.num_bins.max())
-        if width > self.hist.shape[1]:
-            grow = torch.zeros(channels, width - self.hist.shape[1], dtype=torch.int64, device=device)
-            self.hist = torch.cat([self.hist, grow], dim=1)
+        extra = int(self.num_bins.max()) - self.hist.shape[1]
+        if extra > 0:
+            self.hist = torch.cat([self.hist, torch.zeros(channels, extra, dtype=torch.int64, device=device)], dim=1)
+        width = self.hist.shape[1]  # after a merge, wider than every channel needs
 
         last = (self.num_bins - 1).unsqueeze(1).to(rows.dtype)
         index = torch.minimum(torch.floor(rows.abs() / safe_width.float().unsqueeze(1)), last)

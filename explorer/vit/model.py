@@ -59,8 +59,14 @@ class QuantViT(nn.Module):
 
     @mode.setter
     def mode(self, value: str) -> None:
-        for block in self.blocks:
-            block.mode = value
+        previous = [block.mode for block in self.blocks]
+        try:
+            for block in self.blocks:
+                block.mode = value
+        except (ValueError, RuntimeError):
+            for block, mode in zip(self.blocks, previous, strict=True):  # all or none: never a mixed model
+                block.mode = mode
+            raise
 
     def forward(self, x: Tensor) -> Tensor:
         return self.model(x)
