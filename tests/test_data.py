@@ -219,7 +219,7 @@ def test_image_folder_shape_order_and_normalisation(tmp_path: Path) -> None:
     (tmp_path / "labels.txt").write_text("not an image, ignored by extension")
     x = load_image_folder(tmp_path, (3, 8, 8), MEAN, STD)
     assert x.shape == (3, 3, 8, 8) and x.dtype == torch.float32
-    first = torch.tensor([(1 - m) / s if on else -m / s for on, m, s in zip((1, 0, 1), MEAN, STD)])
+    first = torch.tensor([(1 - m) / s if on else -m / s for on, m, s in zip((1, 0, 1), MEAN, STD, strict=True)])
     torch.testing.assert_close(x[0], first.view(3, 1, 1).expand(3, 8, 8))  # a.png comes first
     torch.testing.assert_close(x[1, 1], torch.full((8, 8), (1 - MEAN[1]) / STD[1]))
     assert load_image_folder(tmp_path, (3, 8, 8), MEAN, STD, max_images=2).shape[0] == 2
