@@ -14,7 +14,6 @@ from torch import Tensor
 from explorer import QuantViT, load_config
 from explorer.analysis import AccuracyReport, calibrate_and_evaluate, evaluate_quantized
 from explorer.config import ConfigWarning, QuantConfig
-from explorer.data import demo_batches, demo_split, load_demo_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -27,23 +26,6 @@ def config_with_bits(bits: int) -> QuantConfig:
     return base.with_default(bit_type={"bits": bits, "signed": True}).with_point(
         "intSoft", calibration_mode="layer_wise"
     )
-
-
-@pytest.fixture(scope="module")
-def demo_model() -> VisionTransformer:
-    model = load_demo_model()
-    assert isinstance(model, VisionTransformer)
-    return model
-
-
-@pytest.fixture(scope="module")
-def calib() -> list[Tensor]:
-    return demo_batches("train", 32, 2)
-
-
-@pytest.fixture(scope="module")
-def test_split() -> tuple[Tensor, Tensor]:
-    return demo_split("test")
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,7 @@ from explorer import (
 )
 from explorer.analysis import evaluate_quantized
 from explorer.config import ACTIVATION_POINTS, ALL_POINTS, WEIGHT_POINTS, ConfigWarning, PointConfig, QuantConfig
-from explorer.data import demo_batches, demo_split, load_demo_model
+from explorer.data import demo_batches
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
@@ -49,24 +49,6 @@ def int8_default(observer_type: str = "MinmaxObserver", **extra: Any) -> QuantCo
 
 
 # ----- fixtures ---------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def demo_model() -> VisionTransformer:
-    model = load_demo_model()
-    assert isinstance(model, VisionTransformer)
-    return model
-
-
-@pytest.fixture(scope="module")
-def calib() -> list[Tensor]:
-    """Two small calibration batches from the demo train split."""
-    return demo_batches("train", 32, 2)
-
-
-@pytest.fixture(scope="module")
-def test_split() -> tuple[Tensor, Tensor]:
-    return demo_split("test")
-
-
 @pytest.fixture(scope="module")
 def demo_tokens(demo_model: VisionTransformer, calib: list[Tensor]) -> list[Tensor]:
     """Token batches ``[B, N, C]`` entering the demo model's first block."""
