@@ -28,6 +28,9 @@ _REFINE_RADIUS = 2
 # Up to this many values in all (weights, small layers) the raw values are kept and every
 # candidate is scored exactly on them; beyond it only the histogram is kept.
 _RAW_LIMIT = 262_144
+# Both sides of zero share one bin width when the first batch reaches at least this share as
+# far below zero as above it (or the reverse); otherwise each side gets its own width.
+_ONE_WIDTH_RATIO = 0.25
 
 
 @register_observer("OmseObserver")
@@ -46,11 +49,12 @@ class OmseObserver(Observer):
         self.hist: Tensor | None = None  # [C, 2B] counts of non-zero values, float64
         self.zeros: Tensor | None = None  # [C] count of exact zeros
         # [C, 2]: bin widths below and above zero. Bin j covers [(j - B) w, (j - B + 1) w) with
-        # the width of its side, so one-sided data (GELU, softmax) gets all its resolution.
+        # the width of its side, so lopsided data (GELU, softmax) gets all its resolution.
         self.bin_width: Tensor | None = None
         self.shrink_factors = 1.0 - torch.arange(NUM_CANDIDATES, dtype=torch.float64) / 100.0
         self.candidate_mse: Tensor | None = None  # [C, 100] scores of the last search (NaN: not scored)
         self._raw: list[Tensor] | None = []  # values seen, while they fit in _RAW_LIMIT
+        self._one_width = False  # both sides share one bin width (decided on the first batch)
 
     # ----- statistics -------------------------------------------------------------------
     def _observe(self, rows: Tensor, lo: Tensor, hi: Tensor) -> None:
@@ -61,12 +65,18 @@ class OmseObserver(Observer):
             self.hist = torch.zeros(channels, 2 * half, dtype=torch.float64, device=device)
             self.zeros = torch.zeros(channels, dtype=torch.float64, device=device)
             self.bin_width = torch.ones(channels, 2, dtype=torch.float64, device=device)
-        empty = self.hist.view(channels, 2, half).sum(dim=2) == 0
+            # Data reaching about as far on both sides gains nothing from two widths: one is cheaper.
+            self._one_width = bool((reach.amin(dim=1) >= _ONE_WIDTH_RATIO * reach.amax(dim=1)).all())
+        if self._one_width:
+            reach = reach.amax(dim=1, keepdim=True).expand(-1, 2)
+            empty = (self.hist.sum(dim=1, keepdim=True) == 0).expand(-1, 2)
+        else:
+            empty = self.hist.view(channels, 2, half).sum(dim=2) == 0
         self.bin_width = torch.where(empty & (reach > 0), reach / half, self.bin_width)
         self._widen_to(reach)
 
         inverse = (1.0 / self.bin_width).float()
-        scaled = rows * torch.where(rows < 0, inverse[:, :1], inverse[:, 1:])
+        scaled = rows * (inverse[:, :1] if self._one_width else torch.where(rows < 0, inverse[:, :1], inverse[:, 1:]))
         index = torch.floor_(scaled).clamp_(-half, half - 1) + half
         index += torch.arange(channels, device=device, dtype=index.dtype).unsqueeze(1) * (2 * half)
         counts = torch.bincount(flat_in_memory_order(index).long(), minlength=channels * 2 * half)
