@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from explorer.config import ACTIVATION_POINTS, WEIGHT_POINTS, PointConfig, QuantConfig, module_type_of
 from explorer.observers import Observer, build_observer
 from explorer.observers.base import channel_rows
+from explorer.observers.quantile import row_quantile
 from explorer.quant_ops import quant_error
 from explorer.vit import CaptureResult, PointKey, QuantViT, StatsCapture, vit_blocks
 
@@ -159,15 +160,13 @@ class DistributionFacts:
 EXTREME_CHANNEL_RATIO = 5.0
 
 
-def distribution_facts(tensors: Sequence[Tensor], module_type: str, max_samples: int = 2_000_000) -> DistributionFacts:
+def distribution_facts(tensors: Sequence[Tensor], module_type: str) -> DistributionFacts:
     """Min/max, tail percentile, outlier ratio and channels whose range dwarfs the median."""
     rows = torch.cat([channel_rows(t.float(), module_type) for t in tensors], dim=1)
     channel_min, channel_max = rows.amin(dim=1), rows.amax(dim=1)
-    flat = rows.reshape(-1).abs()
-    if flat.numel() > max_samples:  # a strided sample keeps the tail estimate cheap on big tensors
-        flat = flat[:: flat.numel() // max_samples + 1]
-    tail = float(torch.quantile(flat, 0.9999)) if flat.numel() <= 2**24 else float(flat.max())
-    peak = float(rows.abs().max())
+    magnitudes = rows.abs().reshape(1, -1)
+    tail = float(row_quantile(magnitudes, 0.9999))  # exact at any size, cheap this close to the top
+    peak = float(magnitudes.max())
     ranges = (channel_max - channel_min).double()
     median = float(ranges.median())
     extreme: list[tuple[int, float]] = []
