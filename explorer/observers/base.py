@@ -7,13 +7,16 @@ from them (``_clip_range``); turning that range into ``(scale, zero_point)`` is 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
 from explorer.bit_type import BitType
 from explorer.quant_ops import is_symmetric, qparams_from_range
+
+if TYPE_CHECKING:
+    from explorer.stats.point_stats import PointStats, StatsView
 
 MODULE_TYPES = ("activation", "linear_weight", "conv_weight")
 CALIBRATION_MODES = ("layer_wise", "channel_wise")
@@ -50,8 +53,8 @@ class Observer(ABC):
         self.module_type = module_type
         self.calibration_mode = calibration_mode
         self.symmetric = is_symmetric(bit_type, symmetric)
-        self.min_val: Tensor | None = None
-        self.max_val: Tensor | None = None
+        self.data_min: Tensor | None = None  # running extremes of the data, per channel or scalar
+        self.data_max: Tensor | None = None
         self.num_batches = 0
         self._ndim: int | None = None
         self._params: tuple[Tensor, Tensor, Tensor, Tensor] | None = None
@@ -70,14 +73,29 @@ class Observer(ABC):
             )
         self._check_values(lo, hi)
         self._observe(rows, lo, hi)
-        if self.min_val is None or self.max_val is None:
-            self.min_val, self.max_val = lo, hi
+        if self.data_min is None or self.data_max is None:
+            self.data_min, self.data_max = lo, hi
         else:
-            self.min_val = torch.minimum(self.min_val, lo)
-            self.max_val = torch.maximum(self.max_val, hi)
+            self.data_min = torch.minimum(self.data_min, lo)
+            self.data_max = torch.maximum(self.data_max, hi)
         self._ndim = v.dim()
         self.num_batches += 1
         self._params = None
+
+    @torch.no_grad()
+    def fit(self, stats: PointStats) -> Observer:
+        """Take this observer's statistics from a point's :class:`~explorer.stats.PointStats`
+        (replacing any it had): the same result as feeding it the batches those statistics saw."""
+        if stats.module_type != self.module_type:
+            raise ValueError(f"{self._name}.fit: statistics of a {stats.module_type} point, observer for {self.module_type}")
+        view = stats.view(self.calibration_mode)
+        self._check_values(view.min, view.max)
+        self._fit(view)
+        self.data_min, self.data_max = view.min.clone(), view.max.clone()
+        self._ndim = view.ndim
+        self.num_batches = view.num_batches
+        self._params = None
+        return self
 
     def get_quantization_params(self) -> tuple[Tensor, Tensor]:
         """``(scale, zero_point)`` shaped to broadcast against the tensors observed."""
@@ -95,9 +113,20 @@ class Observer(ABC):
         return self._calculate()[3]
 
     @property
+    def min_val(self) -> Tensor | None:
+        """The low statistic the observer tracks (the guide's ``min_val``): the running minimum,
+        except where a subclass tracks something else (Percentile: its EMA'd low percentile)."""
+        return self.data_min
+
+    @property
+    def max_val(self) -> Tensor | None:
+        """The high statistic the observer tracks (see :attr:`min_val`)."""
+        return self.data_max
+
+    @property
     def num_channels(self) -> int | None:
         """Channels tracked (1 when layer-wise); None before the first update."""
-        return None if self.min_val is None else self.min_val.numel()
+        return None if self.data_min is None else self.data_min.numel()
 
     def __repr__(self) -> str:
         extra = "".join(f", {k}={v!r}" for k, v in self._extra_repr().items())
@@ -110,6 +139,10 @@ class Observer(ABC):
     @abstractmethod
     def _observe(self, rows: Tensor, lo: Tensor, hi: Tensor) -> None:
         """Fold one batch into the statistics. ``rows`` is ``[channels, values]`` float32."""
+
+    @abstractmethod
+    def _fit(self, view: StatsView) -> None:
+        """Replace the statistics with those of ``view`` (rows as this observer's granularity)."""
 
     @abstractmethod
     def _clip_range(self) -> tuple[Tensor, Tensor]:
@@ -139,35 +172,14 @@ class Observer(ABC):
 
     def _rows(self, v: Tensor) -> Tensor:
         """Validate ``v`` and view it as ``[channels, values]`` float32 (a view where possible)."""
-        if not isinstance(v, Tensor):
-            raise TypeError(f"{self._name}.update expects a torch.Tensor, got {type(v).__name__}")
-        if not v.is_floating_point():
-            raise TypeError(
-                f"{self._name}.update expects a floating-point tensor (float32/float16/bfloat16/float64), got {v.dtype}"
-            )
-        if v.numel() == 0:
-            raise ValueError(f"{self._name}.update got an empty tensor of shape {tuple(v.shape)}")
-        ranks = _RANKS[self.module_type]
-        if v.dim() not in ranks:
-            raise ValueError(
-                f"{self._name}.update: a {self.module_type} tensor must have {' or '.join(map(str, ranks))} "
-                f"dims, got shape {tuple(v.shape)}"
-            )
-        if self._ndim is not None and v.dim() != self._ndim:
-            raise ValueError(
-                f"{self._name}.update: got a {v.dim()}-D tensor after {self._ndim}-D ones; "
-                "one observer watches one kind of tensor"
-            )
-        v = v.detach()
-        if v.dtype != torch.float32:
-            v = v.float()
+        v = checked_tensor(v, self.module_type, self._ndim, f"{self._name}.update")
         if self.calibration_mode == "layer_wise":
             return v.reshape(1, -1)
         rows = channel_rows(v, self.module_type)
-        if self.min_val is not None and rows.shape[0] != self.min_val.numel():
+        if self.data_min is not None and rows.shape[0] != self.data_min.numel():
             raise ValueError(
                 f"{self._name}.update: got {rows.shape[0]} channels on dim "
-                f"{channel_dim(v.dim(), self.module_type)} after {self.min_val.numel()}"
+                f"{channel_dim(v.dim(), self.module_type)} after {self.data_min.numel()}"
             )
         return rows
 
@@ -178,6 +190,28 @@ class Observer(ABC):
         shape = [1] * self._ndim
         shape[channel_dim(self._ndim, self.module_type)] = t.numel()
         return t.reshape(shape)
+
+
+def checked_tensor(v: Tensor, module_type: str, ndim: int | None, where: str) -> Tensor:
+    """``v`` detached as float32 after checking what an observer of ``module_type`` accepts
+    (a floating-point, non-empty tensor of the right rank, the same rank as before)."""
+    if module_type not in MODULE_TYPES:
+        raise ValueError(f"{where}: module_type {module_type!r} is not one of {', '.join(MODULE_TYPES)}")
+    if not isinstance(v, Tensor):
+        raise TypeError(f"{where} expects a torch.Tensor, got {type(v).__name__}")
+    if not v.is_floating_point():
+        raise TypeError(f"{where} expects a floating-point tensor (float32/float16/bfloat16/float64), got {v.dtype}")
+    if v.numel() == 0:
+        raise ValueError(f"{where} got an empty tensor of shape {tuple(v.shape)}")
+    ranks = _RANKS[module_type]
+    if v.dim() not in ranks:
+        raise ValueError(
+            f"{where}: a {module_type} tensor must have {' or '.join(map(str, ranks))} dims, got shape {tuple(v.shape)}"
+        )
+    if ndim is not None and v.dim() != ndim:
+        raise ValueError(f"{where}: got a {v.dim()}-D tensor after {ndim}-D ones; one observer watches one kind of tensor")
+    v = v.detach()
+    return v if v.dtype == torch.float32 else v.float()
 
 
 def flat_in_memory_order(t: Tensor) -> Tensor:

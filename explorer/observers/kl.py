@@ -5,19 +5,30 @@ histogram's end) the distribution below it, with the tail folded into its last b
 compared with its requantization to the available levels; the threshold of least KL
 divergence wins. The search is vectorised over candidates with prefix sums, so it costs
 ``candidates × levels`` per channel instead of ``candidates × bins``.
+
+The counts come from the point's sign-magnitude histogram on power-of-two bins
+(:mod:`explorer.stats.histogram`), merged down until the data's range spans at most
+``kl_bins`` bins (between ``kl_bins / 2`` and ``kl_bins``). NVIDIA's calibrator instead fixes the
+width to the first batch's maximum over ``kl_bins``; the power-of-two grid makes the statistics
+exact to merge across batches and processes, and bounds memory (a fixed size per channel).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
 from explorer.bit_type import BitType
-from explorer.observers.base import Observer, flat_in_memory_order
+from explorer.observers.base import Observer
 from explorer.observers.registry import register_observer
+from explorer.stats.histogram import SignedHistogram, shift_bins
+from explorer.stats.point_stats import half_bins_for
+
+if TYPE_CHECKING:
+    from explorer.stats.point_stats import StatsView
 
 # Largest number of (channel, level, candidate) terms evaluated at once.
 _CHUNK_TERMS = 1_000_000
@@ -27,8 +38,6 @@ _CHUNK_TERMS = 1_000_000
 _EXHAUSTIVE_BUDGET = 8_000_000
 _COARSE_CANDIDATES = 32
 _REFINE_FACTOR = 8
-# A channel's histogram may grow to this many times kl_bins; beyond, bins are merged.
-_GROWTH_LIMIT = 16
 
 
 def _xlogx(t: Tensor) -> Tensor:
@@ -40,11 +49,10 @@ def _xlogx(t: Tensor) -> Tensor:
 class KLObserver(Observer):
     """Entropy (KL-divergence) calibration; symmetric only.
 
-    Histogram counts are int64. The bin width is fixed by the first batch (its ``|x|`` max
-    over ``kl_bins``); later batches that reach further add bins of the same width, so
-    nothing already counted is ever rebinned. As in NVIDIA's calibrator, the first bin's
-    count is replaced by the second's before the search, so a spike of exact zeros does not
-    dominate the divergence.
+    As in NVIDIA's calibrator, the first bin's count is replaced by the second's before the
+    search, so a spike of exact zeros does not dominate the divergence. After a search,
+    ``hist`` / ``bin_width`` / ``num_bins`` hold the histogram that was searched and
+    ``divergence`` the KL of every threshold.
     """
 
     def __init__(
@@ -66,8 +74,9 @@ class KLObserver(Observer):
                 f"of {bit_type.name}; use at least {bit_type.levels} (2048 is the default)"
             )
         self.kl_bins = kl_bins
-        self.hist: Tensor | None = None  # [C, L] int64 counts of |x|
-        self.bin_width: Tensor | None = None  # [C] float64; 0 until a non-zero value is seen
+        self.stats_hist: SignedHistogram | None = None  # the statistics (sign-magnitude, power-of-two bins)
+        self.hist: Tensor | None = None  # [C, L] int64 counts of |x| searched last
+        self.bin_width: Tensor | None = None  # [C] float64; 0 for a channel of zeros only
         self.num_bins: Tensor | None = None  # [C] int64, bins in use per channel (≤ L)
         self.divergence: Tensor | None = None  # [C, L + 1] KL per threshold bin of the last search
 
@@ -80,53 +89,36 @@ class KLObserver(Observer):
 
     # ----- statistics -------------------------------------------------------------------
     def _observe(self, rows: Tensor, lo: Tensor, hi: Tensor) -> None:
-        channels, device = rows.shape[0], rows.device
-        reach = torch.maximum(lo.abs(), hi.abs()).double()
-        if self.hist is None or self.bin_width is None or self.num_bins is None:
-            self.hist = torch.zeros(channels, self.kl_bins, dtype=torch.int64, device=device)
-            self.bin_width = torch.zeros(channels, dtype=torch.float64, device=device)
-            self.num_bins = torch.full((channels,), self.kl_bins, dtype=torch.int64, device=device)
-        unset = self.bin_width == 0
-        self.bin_width = torch.where(unset & (reach > 0), reach / self.kl_bins, self.bin_width)
-        safe_width = torch.where(self.bin_width > 0, self.bin_width, torch.ones_like(self.bin_width))
-        needed = torch.ceil(reach / safe_width)
-        if bool((needed > self.max_bins).any()):
-            self._coarsen(torch.exp2(torch.ceil(torch.log2(needed / self.max_bins))).clamp_min(1))
-            safe_width = torch.where(self.bin_width > 0, self.bin_width, torch.ones_like(self.bin_width))
-            needed = torch.ceil(reach / safe_width)
-        self.num_bins = torch.maximum(self.num_bins, needed.long())
-        extra = int(self.num_bins.max()) - self.hist.shape[1]
-        if extra > 0:
-            self.hist = torch.cat([self.hist, torch.zeros(channels, extra, dtype=torch.int64, device=device)], dim=1)
-        width = self.hist.shape[1]  # after a merge, wider than every channel needs
+        channels = rows.shape[0]
+        hist = self.stats_hist or SignedHistogram.empty(
+            channels, half_bins_for(self.calibration_mode, channels), rows.device
+        )
+        self.stats_hist = hist.counted(rows, lo, hi)
 
-        last = (self.num_bins - 1).unsqueeze(1).to(rows.dtype)
-        index = torch.minimum(torch.floor(rows.abs() / safe_width.float().unsqueeze(1)), last)
-        index += torch.arange(channels, device=device, dtype=index.dtype).unsqueeze(1) * width
-        counts = torch.bincount(flat_in_memory_order(index).long(), minlength=channels * width)
-        self.hist += counts.view(channels, width)
+    def _fit(self, view: StatsView) -> None:
+        self.stats_hist = view.hist
 
-    @property
-    def max_bins(self) -> int:
-        """Most bins a channel's histogram may grow to before bins are merged (see ``_coarsen``)."""
-        return _GROWTH_LIMIT * self.kl_bins
-
-    def _coarsen(self, factor: Tensor) -> None:
-        """Merge each channel's bins in groups of ``factor`` (a power of two, per channel).
-
-        Only for a range that grows more than ``_GROWTH_LIMIT``× beyond the first batch's:
-        counts stay exact, the bins get wider.
-        """
-        assert self.hist is not None and self.bin_width is not None and self.num_bins is not None
-        positions = torch.arange(self.hist.shape[1], dtype=torch.float64, device=self.hist.device)
-        index = torch.floor(positions.unsqueeze(0) / factor.unsqueeze(1)).long()
-        self.hist = torch.zeros_like(self.hist).scatter_add_(1, index, self.hist)
-        self.bin_width = self.bin_width * factor
-        self.num_bins = torch.ceil(self.num_bins / factor).long().clamp_min(1)
+    def _searched_histogram(self) -> None:
+        """``|x|`` counts merged down (per channel, by powers of two) to at most ``kl_bins`` bins in use."""
+        assert self.stats_hist is not None
+        counts, width = self.stats_hist.magnitude()
+        channels, length = counts.shape
+        positions = torch.arange(1, length + 1, device=counts.device)
+        used = torch.where(counts > 0, positions, torch.zeros_like(positions)).amax(dim=1)  # [C]
+        shift = torch.ceil(torch.log2((used.double() / self.kl_bins).clamp_min(1.0))).long()
+        merged = shift_bins(counts, shift)
+        num_bins = torch.div(used + (1 << shift) - 1, 1 << shift, rounding_mode="floor")
+        keep = max(int(num_bins.max()), self.bit_type.levels)
+        if keep > length:
+            merged = torch.cat([merged, merged.new_zeros(channels, keep - length)], dim=1)
+        self.hist = merged[:, :keep].contiguous()
+        self.num_bins = num_bins.clamp_min(1)
+        self.bin_width = torch.where(used > 0, width * torch.exp2(shift.double()), torch.zeros_like(width))
 
     # ----- search -----------------------------------------------------------------------
     def _clip_range(self) -> tuple[Tensor, Tensor]:
-        assert self.hist is not None and self.bin_width is not None and self.num_bins is not None
+        self._searched_histogram()
+        assert self.bin_width is not None
         threshold_bin = self._search()
         amax = threshold_bin.double() * self.bin_width
         low = -amax if self.bit_type.signed else torch.zeros_like(amax)
@@ -151,6 +143,8 @@ class KLObserver(Observer):
         # The last of equal minima, as NVIDIA's calibrator picks.
         flipped = divergence.flip(1).argmin(dim=1)
         best = candidates[candidates.numel() - 1 - flipped]
+        # Fewer bins in use than levels: every value is resolved, so the threshold is the top edge.
+        best = torch.where(self.num_bins < levels, self.num_bins, best)
         return torch.where(self.bin_width > 0, best, torch.zeros_like(best))  # type: ignore[operator]
 
     def _search_finite(self, candidates: Tensor, tables: tuple[Tensor, Tensor, Tensor, Tensor]) -> Tensor:

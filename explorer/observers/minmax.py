@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from torch import Tensor
 
 from explorer.observers.base import Observer
 from explorer.observers.registry import register_observer
+
+if TYPE_CHECKING:
+    from explorer.stats.point_stats import StatsView
 
 
 @register_observer("MinmaxObserver")
@@ -15,6 +20,9 @@ class MinmaxObserver(Observer):
     def _observe(self, rows: Tensor, lo: Tensor, hi: Tensor) -> None:
         """The running min/max the base class keeps is all MinMax needs."""
 
+    def _fit(self, view: StatsView) -> None:
+        """The base class takes the running min/max from the statistics."""
+
     def _clip_range(self) -> tuple[Tensor, Tensor]:
-        assert self.min_val is not None and self.max_val is not None
-        return self.min_val, self.max_val
+        assert self.data_min is not None and self.data_max is not None
+        return self.data_min, self.data_max

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import Tensor
 
@@ -10,6 +10,9 @@ from explorer.bit_type import BitType
 from explorer.observers.base import Observer
 from explorer.observers.quantile import row_quantile
 from explorer.observers.registry import register_observer
+
+if TYPE_CHECKING:
+    from explorer.stats.point_stats import StatsView
 
 
 @register_observer("PercentileObserver")
@@ -44,13 +47,37 @@ class PercentileObserver(Observer):
         self.ema_high: Tensor | None = None
 
     def _observe(self, rows: Tensor, lo: Tensor, hi: Tensor) -> None:
-        low = row_quantile(rows, 1.0 - self.percentile_alpha)
-        high = row_quantile(rows, self.percentile_alpha)
+        self._fold(row_quantile(rows, 1.0 - self.percentile_alpha), row_quantile(rows, self.percentile_alpha))
+
+    def _fold(self, low: Tensor, high: Tensor) -> None:
+        """One batch's percentiles into the EMA (the first batch initialises it)."""
         if self.ema_low is None or self.ema_high is None:
             self.ema_low, self.ema_high = low, high
         else:
             self.ema_low = self.ema_low + self.percentile_sigma * (low - self.ema_low)
             self.ema_high = self.ema_high + self.percentile_sigma * (high - self.ema_high)
+
+    def _fit(self, view: StatsView) -> None:
+        if self.percentile_alpha < view.alpha_floor:
+            raise ValueError(
+                f"PercentileObserver: percentile_alpha {self.percentile_alpha} is below the run's alpha_floor "
+                f"{view.alpha_floor}: its tails were not kept; use alpha ≥ {view.alpha_floor} or recalibrate "
+                "with a lower floor"
+            )
+        lows, highs = view.ends.quantiles(1.0 - self.percentile_alpha), view.ends.quantiles(self.percentile_alpha)
+        self.ema_low = self.ema_high = None
+        for low, high in zip(lows, highs, strict=True):
+            self._fold(low, high)
+
+    @property
+    def min_val(self) -> Tensor | None:
+        """The EMA'd low percentile: the range the scale is computed from (as in FQ-ViT)."""
+        return self.ema_low
+
+    @property
+    def max_val(self) -> Tensor | None:
+        """The EMA'd high percentile (see :attr:`min_val`)."""
+        return self.ema_high
 
     def _clip_range(self) -> tuple[Tensor, Tensor]:
         assert self.ema_low is not None and self.ema_high is not None

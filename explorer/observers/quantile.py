@@ -1,9 +1,10 @@
-"""Exact row-wise quantiles for tensors of any size.
+"""Exact row-wise quantiles for tensors of any size, from the whole rows or from their ends.
 
 ``torch.quantile`` refuses inputs of more than 2^24 elements and sorts everything; clip
 percentiles sit near the ends of the distribution, so a partial selection (``topk``) of the
 few extreme values is enough and much faster. Results follow ``numpy.quantile``'s default
-("linear") method.
+("linear") method. The same selection kept per batch (:func:`tail_length` values from each
+end) lets any quantile at or beyond a floor be recomputed later, exactly (:func:`tail_quantile`).
 """
 
 from __future__ import annotations
@@ -17,15 +18,51 @@ from torch import Tensor
 _TOPK_SHARE = 0.25
 
 
-def _virtual_index(n: int, q: float) -> float:
-    """Position of quantile ``q`` in ``n`` sorted values, computed as numpy's linear method does."""
-    return n * q + (1.0 + q * (1.0 - 1.0 - 1.0)) - 1.0
+def _positions(n: int, q: float) -> tuple[int, int, float]:
+    """``(below, above, gamma)``: the sorted positions quantile ``q`` interpolates between, as numpy's linear method."""
+    h = n * q + (1.0 + q * (1.0 - 1.0 - 1.0)) - 1.0  # numpy's virtual index, written as numpy computes it
+    below = min(max(math.floor(h), 0), n - 1)
+    return below, min(below + 1, n - 1), min(max(h - below, 0.0), 1.0)
 
 
 def _lerp(a: Tensor, b: Tensor, t: float) -> Tensor:
     """numpy's lerp: from the nearer end, so ``t`` near 1 is exact at ``b``."""
     diff = b - a
     return b - diff * (1.0 - t) if t >= 0.5 else a + diff * t
+
+
+def tail_length(n: int, alpha_floor: float) -> int:
+    """Values to keep from each end of a row of ``n`` so that every quantile ``q >= alpha_floor``
+    (from the top) and ``q <= 1 - alpha_floor`` (from the bottom) is exact."""
+    below, _, _ = _positions(n, alpha_floor)
+    _, above, _ = _positions(n, 1.0 - alpha_floor)
+    return min(n, max(n - below, above + 1) + 1)  # one more guards against rounding in the index
+
+
+def tail_quantile(top: Tensor, bottom: Tensor, n: int, q: float) -> Tensor:
+    """Quantile ``q`` of rows of length ``n`` from their ``top`` values (descending, ``[R, k]``) and
+    ``bottom`` values (ascending), in float64; ValueError when the ends kept are too short for ``q``."""
+    below, above, gamma = _positions(n, q)
+    from_top, from_bottom = n - below, above + 1
+    if from_top <= from_bottom and from_top <= top.shape[1]:
+        a, b = top[:, n - 1 - below], top[:, n - 1 - above]
+    elif from_bottom <= bottom.shape[1]:
+        a, b = bottom[:, below], bottom[:, above]
+    elif from_top <= top.shape[1]:
+        a, b = top[:, n - 1 - below], top[:, n - 1 - above]
+    else:
+        raise ValueError(f"quantile {q} needs {min(from_top, from_bottom)} values from an end; {top.shape[1]} were kept")
+    return _lerp(a.double(), b.double(), gamma)
+
+
+def row_ends(rows: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """The ``k`` largest values of each row (descending) and the ``k`` smallest (ascending)."""
+    if k >= rows.shape[1] or k > max(2, int(rows.shape[1] * _TOPK_SHARE)):
+        ordered = torch.sort(rows, dim=1).values
+        return ordered[:, -k:].flip(1), ordered[:, :k]
+    top = torch.topk(rows, k, dim=1, largest=True, sorted=True).values
+    bottom = torch.topk(rows, k, dim=1, largest=False, sorted=True).values
+    return top, bottom
 
 
 def row_quantile(rows: Tensor, q: float) -> Tensor:
@@ -35,19 +72,13 @@ def row_quantile(rows: Tensor, q: float) -> Tensor:
     if not 0.0 <= q <= 1.0:
         raise ValueError(f"quantile must be in [0, 1], got {q}")
     n = rows.shape[1]
-    h = _virtual_index(n, q)
-    below = min(max(math.floor(h), 0), n - 1)
-    above = min(below + 1, n - 1)
-    gamma = min(max(h - below, 0.0), 1.0)
-    from_top = n - below  # values needed when selecting from the largest end
-    from_bottom = above + 1  # values needed when selecting from the smallest end
+    below, above, _ = _positions(n, q)
+    from_top, from_bottom = n - below, above + 1
     if min(from_top, from_bottom) > max(2, int(n * _TOPK_SHARE)):
         ordered = torch.sort(rows, dim=1).values
-        a, b = ordered[:, below], ordered[:, above]
-    elif from_top <= from_bottom:
+        return tail_quantile(ordered.flip(1), ordered, n, q)
+    if from_top <= from_bottom:
         top = torch.topk(rows, from_top, dim=1, largest=True, sorted=True).values
-        a, b = top[:, from_top - 1], top[:, n - 1 - above]
-    else:
-        bottom = torch.topk(rows, from_bottom, dim=1, largest=False, sorted=True).values
-        a, b = bottom[:, below], bottom[:, above]
-    return _lerp(a.double(), b.double(), gamma)
+        return tail_quantile(top, top[:, :0], n, q)
+    bottom = torch.topk(rows, from_bottom, dim=1, largest=False, sorted=True).values
+    return tail_quantile(bottom[:, :0], bottom, n, q)

@@ -1,0 +1,179 @@
+"""Sign-magnitude histograms on power-of-two bin widths: exact to merge, exact to coarsen.
+
+Each row (a channel, or a whole point) counts ``|x|`` separately for negative and positive
+values, ``half_bins`` bins per side; bin ``k`` of a side covers magnitudes
+``[k * 2**e, (k + 1) * 2**e)`` where ``e`` is that side's exponent. Exact zeros are counted
+apart. Because every width is a power of two and every grid starts at zero, a coarser grid is
+obtained by shifting bin indices (``k >> s``): counts stay integers, nothing is interpolated, and
+a histogram built batch by batch equals one built from the merged parts in any grouping. The
+exponent of a side is the smallest that keeps the largest magnitude seen inside ``half_bins``
+bins, so it depends only on that magnitude, not on the order of the batches.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+# The finest bin width is 2**EXP_MIN: scaling by 2**-EXP_MIN stays finite in float32, and any
+# magnitude below it (subnormals) lands in the first bin.
+EXP_MIN = -126
+# Shifts beyond this collapse every bin into bin 0 (int64 shifts must stay below 64).
+_MAX_SHIFT = 62
+
+
+def needed_exponent(reach: Tensor, half_bins: int) -> Tensor:
+    """Smallest ``e`` (int64) with ``reach < half_bins * 2**e``, at least :data:`EXP_MIN`."""
+    _, p = torch.frexp(reach.double())  # reach = m * 2**p, m in [0.5, 1)
+    e = p.long() - (half_bins.bit_length() - 1)
+    return torch.where(reach > 0, e, torch.full_like(e, EXP_MIN)).clamp_min(EXP_MIN)
+
+
+def shift_bins(counts: Tensor, shift: Tensor) -> Tensor:
+    """Coarsen ``counts [..., H]`` by ``2**shift`` (one shift per leading index): bin k → k >> shift."""
+    if not bool((shift > 0).any()):
+        return counts
+    half = counts.shape[-1]
+    index = torch.arange(half, device=counts.device) >> shift.clamp(0, _MAX_SHIFT).unsqueeze(-1)
+    return torch.zeros_like(counts).scatter_add_(-1, index.expand_as(counts), counts)
+
+
+@dataclass
+class SignedHistogram:
+    """Per-row sign-magnitude counts (see the module docstring).
+
+    ``counts [R, 2, H]`` int64 (side 0: negative values, side 1: positive); ``exponent [R, 2]``
+    int64 (bin width of each side is ``2**exponent``); ``zeros [R]`` int64.
+    """
+
+    counts: Tensor
+    exponent: Tensor
+    zeros: Tensor
+
+    @classmethod
+    def empty(cls, rows: int, half_bins: int, device: torch.device | str = "cpu") -> SignedHistogram:
+        """A histogram of ``rows`` rows with no values."""
+        if half_bins < 2 or half_bins & (half_bins - 1):
+            raise ValueError(f"half_bins must be a power of two ≥ 2, got {half_bins}")
+        return cls(
+            torch.zeros(rows, 2, half_bins, dtype=torch.int64, device=device),
+            torch.full((rows, 2), EXP_MIN, dtype=torch.int64, device=device),
+            torch.zeros(rows, dtype=torch.int64, device=device),
+        )
+
+    @property
+    def rows(self) -> int:
+        return self.counts.shape[0]
+
+    @property
+    def half_bins(self) -> int:
+        return self.counts.shape[2]
+
+    @property
+    def width(self) -> Tensor:
+        """``[R, 2]`` float64 bin width of each side."""
+        return torch.ldexp(torch.ones_like(self.exponent, dtype=torch.float64), self.exponent)
+
+    def total(self) -> Tensor:
+        """``[R]`` values counted per row (zeros included)."""
+        return self.counts.sum(dim=(1, 2)) + self.zeros
+
+    def clone(self) -> SignedHistogram:
+        return SignedHistogram(self.counts.clone(), self.exponent.clone(), self.zeros.clone())
+
+    def with_exponent(self, exponent: Tensor) -> SignedHistogram:
+        """The same counts on coarser (or equal) grids ``exponent [R, 2]``."""
+        shift = exponent - self.exponent
+        if bool((shift < 0).any()):
+            raise ValueError("with_exponent can only coarsen a histogram")
+        return SignedHistogram(shift_bins(self.counts, shift), exponent.clone(), self.zeros.clone())
+
+    def counted(self, rows: Tensor, lo: Tensor, hi: Tensor) -> SignedHistogram:
+        """This histogram plus the values of ``rows [R, n]`` (float32; ``lo``/``hi`` their row extremes).
+
+        Returns a new histogram: ``self`` is unchanged, so a failure leaves no half-counted state.
+        """
+        reach = torch.stack([(-lo).clamp_min(0), hi.clamp_min(0)], dim=1)
+        exponent = torch.maximum(self.exponent, needed_exponent(reach, self.half_bins))
+        grown = self.with_exponent(exponent)
+        half, count = self.half_bins, self.rows
+        negative = rows < 0
+        inverse = torch.ldexp(torch.ones_like(exponent, dtype=torch.float32), -exponent)  # exact powers of two
+        scale = torch.where(negative, inverse[:, :1], inverse[:, 1:]) if bool(negative.any()) else inverse[:, 1:]
+        index = torch.floor_(rows.abs() * scale).clamp_(max=half - 1).long()
+        index += (~negative).long() * half  # side 0: negative values, side 1: positive
+        index += torch.arange(count, device=rows.device).unsqueeze(1) * (2 * half)
+        binned = torch.bincount(index.view(-1) if index.is_contiguous() else index.reshape(-1), minlength=count * 2 * half)
+        zeros = (rows == 0).sum(dim=1)
+        binned = binned.view(count, 2, half)
+        binned[:, 1, 0] -= zeros  # zeros fell in the first positive bin; they are kept apart
+        return SignedHistogram(grown.counts + binned, exponent, grown.zeros + zeros)
+
+    def merged(self, other: SignedHistogram) -> SignedHistogram:
+        """The sum of two histograms of the same rows (exact)."""
+        if other.counts.shape != self.counts.shape:
+            raise ValueError(f"cannot merge histograms of shapes {tuple(self.counts.shape)} and {tuple(other.counts.shape)}")
+        exponent = torch.maximum(self.exponent, other.exponent)
+        a, b = self.with_exponent(exponent), other.with_exponent(exponent)
+        return SignedHistogram(a.counts + b.counts, exponent, a.zeros + b.zeros)
+
+    def coarsened(self, half_bins: int) -> SignedHistogram:
+        """At most ``half_bins`` bins per side covering the same range (fewer bins, wider)."""
+        if half_bins >= self.half_bins:
+            return self
+        factor = self.half_bins // half_bins
+        counts = self.counts.view(self.rows, 2, half_bins, factor).sum(dim=3)
+        return SignedHistogram(counts, self.exponent + (factor.bit_length() - 1), self.zeros.clone())
+
+    def reduced(self) -> SignedHistogram:
+        """All rows summed into one (on the coarsest grid of each side)."""
+        exponent = self.exponent.amax(dim=0, keepdim=True)
+        grown = self.with_exponent(exponent.expand_as(self.exponent))
+        return SignedHistogram(grown.counts.sum(dim=0, keepdim=True), exponent, grown.zeros.sum().reshape(1))
+
+    def select(self, index: int) -> SignedHistogram:
+        """Row ``index`` alone."""
+        sl = slice(index, index + 1)
+        return SignedHistogram(self.counts[sl], self.exponent[sl], self.zeros[sl])
+
+    def ascending(self) -> tuple[Tensor, Tensor]:
+        """``(counts [R, 2H], edges [R, 2H + 1])`` from the most negative bin to the most positive.
+
+        Negative bin ``k`` covers ``(-(k + 1) w, -k w]``; as intervals for integration this is
+        ``[-(k + 1) w, -k w]``. Exact zeros are not included.
+        """
+        counts = torch.cat([self.counts[:, 0].flip(1), self.counts[:, 1]], dim=1)
+        steps = torch.arange(-self.half_bins, self.half_bins + 1, dtype=torch.float64, device=self.counts.device)
+        width = self.width
+        edges = steps.unsqueeze(0) * torch.where(steps < 0, width[:, :1], width[:, 1:])
+        return counts, edges
+
+    def magnitude(self) -> tuple[Tensor, Tensor]:
+        """``(counts [R, H], width [R])``: the histogram of ``|x|`` (zeros in bin 0), on the
+        coarser of the two sides' grids."""
+        exponent = self.exponent.amax(dim=1, keepdim=True).expand(-1, 2)
+        grown = self.with_exponent(exponent)
+        counts = grown.counts.sum(dim=1)
+        counts[:, 0] += grown.zeros
+        return counts, grown.width[:, 0]
+
+    def state(self, prefix: str) -> dict[str, Tensor]:
+        """Plain tensors for a state dict."""
+        return {f"{prefix}.counts": self.counts, f"{prefix}.exponent": self.exponent, f"{prefix}.zeros": self.zeros}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Tensor], prefix: str) -> SignedHistogram:
+        """Inverse of :meth:`state` (shapes and dtypes checked)."""
+        counts, exponent, zeros = (state[f"{prefix}.{n}"] for n in ("counts", "exponent", "zeros"))
+        rows = counts.shape[0] if counts.dim() == 3 else -1
+        if (
+            counts.dim() != 3
+            or counts.shape[1] != 2
+            or tuple(exponent.shape) != (rows, 2)
+            or tuple(zeros.shape) != (rows,)
+            or any(t.dtype != torch.int64 for t in (counts, exponent, zeros))
+        ):
+            raise ValueError(f"{prefix}: not a histogram state (counts [R, 2, H], exponent [R, 2], zeros [R], int64)")
+        return cls(counts, exponent, zeros)

@@ -1,0 +1,140 @@
+"""Quantization error from a point's statistics, for any scale / zero point / bit type.
+
+On a histogram the squared error of the quantizer is integrated exactly over each bin, assuming
+values spread evenly inside a bin. In units of the step (``t = x / scale``) the error has the
+antiderivative ``scale^3 * h(t)``, which splits into rounding noise between the end levels and
+the distance to the end level beyond them (clipping). Where the raw values were kept (small
+points) or the kept tails cover the clip thresholds, the figures are exact.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from explorer.bit_type import BitType
+from explorer.quant_ops import fake_quantize, representable_range
+from explorer.stats.point_stats import StatsView
+
+# Largest number of (row, candidate, edge) terms integrated at once.
+_CHUNK_TERMS = 4_000_000
+
+
+def _split_antiderivative(t: Tensor, low: Tensor, high: Tensor) -> tuple[Tensor, Tensor]:
+    """``(rounding, clipping)`` parts of the antiderivative of the squared error at ``t`` (step units).
+
+    ``low``/``high`` are the outer edges of the end levels' rounding intervals (level ∓ 0.5).
+    """
+    inner = torch.minimum(torch.maximum(t, low), high)
+    nearest = torch.round(inner)
+    rounding = nearest / 12.0 + ((inner - nearest) ** 3 + 0.125) / 3.0
+    clipping = ((torch.clamp(t - low, max=0.0) - 0.5) ** 3 + 0.125) / 3.0
+    clipping += ((torch.clamp(t - high, min=0.0) + 0.5) ** 3 - 0.125) / 3.0
+    return rounding, clipping
+
+
+def binned_sse(
+    counts: Tensor, edges: Tensor, scale: Tensor, zero_point: Tensor, bit_type: BitType
+) -> tuple[Tensor, Tensor]:
+    """``(rounding, clipping)`` summed squared error per row and candidate ``[R, K]``.
+
+    ``counts [R, M]`` and ``edges [R, M + 1]`` describe each row's histogram (ascending);
+    ``scale``/``zero_point`` are ``[R, K]`` candidates for each row.
+    """
+    qmin, qmax = bit_type.lower_bound, bit_type.upper_bound
+    widths = torch.diff(edges, dim=1)
+    density = torch.where(widths > 0, counts.double() / widths.clamp_min(1e-300), torch.zeros_like(widths))
+    # sum_m density_m (h_{m+1} - h_m) == sum_m h_m (density_{m-1} - density_m)
+    weights = torch.diff(torch.nn.functional.pad(density, (1, 1)), dim=1).neg().unsqueeze(2)  # [R, M + 1, 1]
+    rows, candidates = scale.shape
+    step = max(1, _CHUNK_TERMS // max(1, candidates * edges.shape[1]))
+    parts: list[tuple[Tensor, Tensor]] = []
+    for r in range(0, rows, step):
+        sl = slice(r, r + step)
+        s = scale[sl].double().unsqueeze(2)  # [r, K, 1]
+        zp = zero_point[sl].double().unsqueeze(2)
+        t = edges[sl].unsqueeze(1) / s  # [r, K, M + 1]
+        rounding, clipping = _split_antiderivative(t, qmin - zp - 0.5, qmax - zp + 0.5)
+        cube = s.squeeze(2) ** 3
+        parts.append(
+            (cube * torch.bmm(rounding, weights[sl]).squeeze(2), cube * torch.bmm(clipping, weights[sl]).squeeze(2))
+        )
+    return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+
+
+def mass_beyond(counts: Tensor, edges: Tensor, low: Tensor, high: Tensor) -> Tensor:
+    """``[R]`` counts of values below ``low`` or above ``high``, read off the histogram
+    (the boundary bins split in proportion to the part beyond)."""
+    left, right = edges[:, :-1], edges[:, 1:]
+    width = (right - left).clamp_min(1e-300)
+    counts = counts.double()
+    below = (counts * ((low.unsqueeze(1) - left) / width).clamp(0, 1)).sum(dim=1)
+    above = (counts * ((right - high.unsqueeze(1)) / width).clamp(0, 1)).sum(dim=1)
+    return below + above
+
+
+@dataclass(frozen=True)
+class ErrorBreakdown:
+    """What fake quantization does to a point's data: mean squared error, SQNR, the share of
+    values clipped, and the MSE split into clipping (values beyond the end levels' rounding
+    intervals) and rounding (values inside)."""
+
+    mse: float
+    sqnr_db: float
+    clipped_fraction: float
+    clip_mse: float
+    round_mse: float
+
+
+def ratio_db(signal: float, noise: float) -> float:
+    """``10 log10(signal / noise)``; inf for zero noise, -inf for zero signal."""
+    if noise == 0.0:
+        return float("inf")
+    if signal == 0.0:
+        return float("-inf")
+    return 10.0 * math.log10(signal / noise)
+
+
+def _per_row(t: Tensor, rows: int) -> Tensor:
+    return t.reshape(-1).double().cpu().expand(rows) if t.numel() == 1 else t.reshape(-1).double().cpu()
+
+
+def error_from_values(rows: Tensor, scale: Tensor, zero_point: Tensor, bit_type: BitType) -> ErrorBreakdown:
+    """The exact breakdown on raw values ``rows [R, M]`` with per-row (or one) parameters."""
+    s = _per_row(scale, rows.shape[0]).unsqueeze(1)
+    zp = _per_row(zero_point, rows.shape[0]).unsqueeze(1)
+    x = rows.double().cpu()
+    error = (x - fake_quantize(x, s, zp, bit_type)) ** 2
+    lo, hi = representable_range(s, zp, bit_type)
+    clipped = (x < lo - s / 2) | (x > hi + s / 2)
+    total, clip = float(error.sum()), float(error[clipped].sum())
+    n = x.numel()
+    return ErrorBreakdown(total / n, ratio_db(float((x * x).sum()), total), int(clipped.sum()) / n, clip / n, (total - clip) / n)
+
+
+def error_from_stats(view: StatsView, scale: Tensor, zero_point: Tensor, bit_type: BitType) -> ErrorBreakdown:
+    """The breakdown of fake-quantizing a point with ``scale``/``zero_point`` (one per row of
+    ``view``, or one for all), from its statistics; exact on raw values when they were kept."""
+    if view.raw is not None:
+        return error_from_values(view.raw, scale, zero_point, bit_type)
+    rows = view.hist.rows
+    s, zp = _per_row(scale, rows), _per_row(zero_point, rows)
+    counts, edges = (t.cpu() for t in view.hist.ascending())
+    rounding, clipping = binned_sse(counts, edges, s.unsqueeze(1), zp.unsqueeze(1), bit_type)
+    low = (bit_type.lower_bound - zp - 0.5) * s
+    high = (bit_type.upper_bound - zp + 0.5) * s
+    exact_count, exact = view.ends.count_beyond(low.to(view.min.device).float(), high.to(view.min.device).float())
+    binned_count = mass_beyond(counts, edges, low, high)
+    clipped = torch.where(exact.cpu(), exact_count.cpu().double(), binned_count)
+    n = view.count * rows
+    round_sse, clip_sse = float(rounding.sum()), float(clipping.sum())
+    return ErrorBreakdown(
+        (round_sse + clip_sse) / n,
+        ratio_db(float(view.sumsq.sum()), round_sse + clip_sse),
+        float(clipped.sum()) / n,
+        clip_sse / n,
+        round_sse / n,
+    )
