@@ -1,6 +1,9 @@
-"""The explorer's computations, free of any UI: one calibration pass feeding all four
-observers, refits of a point with tuned settings from the kept tensors, per-point summaries,
-distribution facts and the all-layer error table.
+"""The explorer's computations, free of any UI: one calibration pass that gathers every point's
+statistics, observers fitted from them with any settings, per-point summaries with their error
+breakdown, distribution facts, display histograms and the all-layer error table.
+
+Nothing here keeps an activation tensor: everything is read from the points'
+:class:`~explorer.stats.PointStats`, so it works the same on the demo and on ViT-B.
 """
 
 from __future__ import annotations
@@ -15,9 +18,7 @@ from torch import Tensor, nn
 
 from explorer.config import ACTIVATION_POINTS, WEIGHT_POINTS, PointConfig, QuantConfig, module_type_of
 from explorer.observers import Observer, build_observer
-from explorer.observers.base import channel_rows
-from explorer.observers.quantile import row_quantile
-from explorer.quant_ops import quant_error
+from explorer.stats import DEFAULT_ALPHA_FLOOR, PointStats, error_from_stats
 from explorer.vit import CaptureResult, PointKey, QuantViT, StatsCapture, vit_blocks
 
 OBSERVER_TYPES: tuple[str, ...] = ("MinmaxObserver", "PercentileObserver", "OmseObserver", "KLObserver")
@@ -28,7 +29,6 @@ OBSERVER_LABELS: dict[str, str] = {
     "KLObserver": "KL",
 }
 POINTS: tuple[str, ...] = (*WEIGHT_POINTS, *ACTIVATION_POINTS)
-DEFAULT_KEEP_BYTES = 384 * 2**20
 
 
 def as_observer_type(point: PointConfig, observer_type: str) -> PointConfig:
@@ -40,73 +40,68 @@ def as_observer_type(point: PointConfig, observer_type: str) -> PointConfig:
 
 @dataclass
 class ExplorerRun:
-    """One calibration pass: the four observers of every point and the tensors kept for refits."""
+    """One calibration pass: the statistics of every point, from which any observer is fitted."""
 
     config: QuantConfig
     num_blocks: int
     capture: CaptureResult
+    alpha_floor: float = DEFAULT_ALPHA_FLOOR
 
     @property
     def points(self) -> list[PointKey]:
         """Every ``(block, point)`` in model order."""
         return [(b, p) for b in range(self.num_blocks) for p in POINTS]
 
-    def tensors(self, key: PointKey) -> list[Tensor]:
-        """The tensors kept for a point (weights: the weight; activations: kept batches)."""
-        return self.capture.tensors.get(key, [])
+    @property
+    def batches(self) -> int:
+        """Calibration batches seen."""
+        return self.capture.batches
 
-    def observer(self, observer_type: str, key: PointKey) -> Observer | None:
-        """The observer of that type fed during calibration (None if it failed on this point)."""
-        return self.capture.observers[observer_type].get(key)
+    def stats(self, key: PointKey) -> PointStats:
+        """The statistics of a point; ValueError (with the reason) when its data was refused."""
+        stats = self.capture.stats.get(key)
+        if stats is None:
+            why = self.capture.errors.get(key, "it is not a point of this model")
+            raise ValueError(f"block {key[0]} {key[1]} has no statistics: {why}")
+        return stats
 
-    def error(self, observer_type: str, key: PointKey) -> str | None:
-        """Why that observer failed on this point, if it did."""
-        return self.capture.errors.get(observer_type, {}).get(key)
+    def point_config(self, observer_type: str, key: PointKey) -> PointConfig:
+        """The run's config for a point with ``observer_type`` as its observer."""
+        block, name = key
+        return as_observer_type(self.config.point(name, block), observer_type)
 
     @property
-    def complete(self) -> bool:
-        """Whether every calibration batch was kept, so refits see exactly what calibration saw."""
-        return self.capture.kept_batches == self.capture.batches
+    def nbytes(self) -> int:
+        """Bytes held by all the statistics."""
+        return sum(s.nbytes() for s in self.capture.stats.values())
 
 
 def run_calibration(
     model: nn.Module,
     batches: Sequence[Tensor],
     config: QuantConfig,
-    keep_bytes: int = DEFAULT_KEEP_BYTES,
+    alpha_floor: float = DEFAULT_ALPHA_FLOOR,
     progress: Callable[[int], None] | None = None,
 ) -> ExplorerRun:
-    """Calibrate all four observer types on every point with one float pass per batch."""
+    """Gather the statistics of every point with one float pass per batch (no tensor is kept).
+
+    ``alpha_floor`` is the lowest ``percentile_alpha`` that can be explored afterwards.
+    """
     for i, batch in enumerate(batches):
         if not torch.isfinite(batch).all():
             bad = int((~torch.isfinite(batch)).sum())
             raise ValueError(f"calibration batch {i} has {bad} NaN/Inf value(s); fix the input data")
-    variants = {t: (lambda block, point, t=t: as_observer_type(config.point(point, block), t)) for t in OBSERVER_TYPES}
-    capture = StatsCapture(model, config, variants, keep_bytes=keep_bytes)
+    capture = StatsCapture(model, config, alpha_floor)
     try:
         result = capture.run(batches, progress)
     finally:
         capture.close()
-    return ExplorerRun(config, len(vit_blocks(model)), result)
-
-
-def fit_observer(tensors: Sequence[Tensor], point: PointConfig, module_type: str) -> Observer:
-    """A fresh observer for ``point`` fed with the kept tensors (no model run)."""
-    if not tensors:
-        raise ValueError("no tensors kept for this point; recalibrate with a larger keep budget")
-    observer = build_observer(point, module_type)
-    for tensor in tensors:
-        observer.update(tensor)
-    return observer
+    return ExplorerRun(config, len(vit_blocks(model)), result, alpha_floor)
 
 
 def observer_for(run: ExplorerRun, key: PointKey, point: PointConfig) -> Observer:
-    """The calibration's own observer when ``point`` is what it was fed with, else a refit."""
-    block, name = key
-    captured = run.observer(point.observer_type, key)
-    if captured is not None and as_observer_type(run.config.point(name, block), point.observer_type) == point:
-        return captured
-    return fit_observer(run.tensors(key), point, module_type_of(name))
+    """An observer configured by ``point``, fitted from the point's statistics over all batches."""
+    return build_observer(point, module_type_of(key[1])).fit(run.stats(key))
 
 
 @dataclass(frozen=True)
@@ -121,26 +116,39 @@ class ObserverSummary:
     mse: float
     sqnr_db: float
     clipped_fraction: float
+    clip_mse: float  # the part of the MSE from values beyond the end levels
+    round_mse: float  # the part from values inside
 
     @property
     def label(self) -> str:
         return OBSERVER_LABELS.get(self.observer_type, self.observer_type)
 
 
-def summarize(observer: Observer, observer_type: str, tensors: Sequence[Tensor]) -> ObserverSummary:
-    """Clip range, parameters and error of ``observer`` measured on ``tensors``."""
-    scale, zero_point = (t.cpu() for t in observer.get_quantization_params())  # kept tensors are on the CPU
-    err = quant_error(tensors, scale, zero_point, observer.bit_type)
+def _numpy(t: Tensor) -> np.ndarray:
+    return t.detach().cpu().numpy().ravel()
+
+
+def summarize(observer: Observer, observer_type: str, stats: PointStats) -> ObserverSummary:
+    """Clip range, parameters and error breakdown of ``observer`` on the point of ``stats``."""
+    scale, zero_point = observer.get_quantization_params()
+    err = error_from_stats(stats.view(observer.calibration_mode), scale, zero_point, observer.bit_type)
     return ObserverSummary(
         observer_type=observer_type,
-        clip_min=observer.clip_min.detach().cpu().numpy().ravel(),
-        clip_max=observer.clip_max.detach().cpu().numpy().ravel(),
-        scale=scale.detach().cpu().numpy().ravel(),
-        zero_point=zero_point.detach().cpu().numpy().ravel(),
+        clip_min=_numpy(observer.clip_min),
+        clip_max=_numpy(observer.clip_max),
+        scale=_numpy(scale),
+        zero_point=_numpy(zero_point),
         mse=err.mse,
         sqnr_db=err.sqnr_db,
         clipped_fraction=err.clipped_fraction,
+        clip_mse=err.clip_mse,
+        round_mse=err.round_mse,
     )
+
+
+def point_summary(run: ExplorerRun, key: PointKey, point: PointConfig) -> ObserverSummary:
+    """The summary of the observer ``point`` describes, fitted on ``key``'s statistics."""
+    return summarize(observer_for(run, key, point), point.observer_type, run.stats(key))
 
 
 @dataclass(frozen=True)
@@ -150,7 +158,7 @@ class DistributionFacts:
     numel: int
     min: float
     max: float
-    p9999_abs: float  # 99.99th percentile of |x|
+    p9999_abs: float  # 99.99th percentile of |x| (read off the histogram, within one of its bins)
     outlier_ratio: float  # max|x| / p99.99|x|: large means a few values stretch MinMax's range
     channel_min: np.ndarray
     channel_max: np.ndarray
@@ -160,13 +168,26 @@ class DistributionFacts:
 EXTREME_CHANNEL_RATIO = 5.0
 
 
-def distribution_facts(tensors: Sequence[Tensor], module_type: str) -> DistributionFacts:
+def _magnitude_quantile(stats: PointStats, q: float) -> float:
+    """Quantile ``q`` of ``|x|`` over all values of the point, from its whole-point histogram
+    (linear inside the bin it falls in)."""
+    counts, width = stats.view("layer_wise").hist.magnitude()
+    cumulative = counts[0].double().cumsum(0)
+    total = float(cumulative[-1])
+    rank = q * (total - 1)
+    index = int(torch.searchsorted(cumulative, torch.tensor([rank], dtype=torch.float64), right=True))
+    index = min(index, counts.shape[1] - 1)
+    before = float(cumulative[index - 1]) if index > 0 else 0.0
+    inside = (rank - before + 0.5) / max(1.0, float(counts[0, index]))
+    return float(width[0]) * (index + min(max(inside, 0.0), 1.0))
+
+
+def distribution_facts(stats: PointStats) -> DistributionFacts:
     """Min/max, tail percentile, outlier ratio and channels whose range dwarfs the median."""
-    rows = torch.cat([channel_rows(t.float(), module_type) for t in tensors], dim=1)
-    channel_min, channel_max = rows.amin(dim=1), rows.amax(dim=1)
-    magnitudes = rows.abs().reshape(1, -1)
-    tail = float(row_quantile(magnitudes, 0.9999))  # exact at any size, cheap this close to the top
-    peak = float(magnitudes.max())
+    view = stats.view("channel_wise")
+    channel_min, channel_max = view.min.cpu(), view.max.cpu()
+    tail = _magnitude_quantile(stats, 0.9999)
+    peak = float(torch.maximum(channel_min.abs(), channel_max.abs()).max())
     ranges = (channel_max - channel_min).double()
     median = float(ranges.median())
     extreme: list[tuple[int, float]] = []
@@ -175,7 +196,7 @@ def distribution_facts(tensors: Sequence[Tensor], module_type: str) -> Distribut
         order = torch.argsort(ratio, descending=True)
         extreme = [(int(c), float(ratio[c])) for c in order[:8] if ratio[c] >= EXTREME_CHANNEL_RATIO]
     return DistributionFacts(
-        numel=int(rows.numel()),
+        numel=view.count * channel_min.numel(),
         min=float(channel_min.min()),
         max=float(channel_max.max()),
         p9999_abs=tail,
@@ -186,14 +207,26 @@ def distribution_facts(tensors: Sequence[Tensor], module_type: str) -> Distribut
     )
 
 
-def histogram(tensors: Sequence[Tensor], bins: int = 200) -> tuple[np.ndarray, np.ndarray]:
-    """``(edges, counts)`` of all values of a point over its full range."""
-    lo = min(float(t.min()) for t in tensors)
-    hi = max(float(t.max()) for t in tensors)
-    if hi <= lo:
-        hi = lo + 1e-6
-    counts = sum(torch.histc(t.float(), bins=bins, min=lo, max=hi).double() for t in tensors)
-    return np.linspace(lo, hi, bins + 1), counts.numpy()  # type: ignore[union-attr]
+def histogram(stats: PointStats, channel: int = -1, bins: int = 200) -> tuple[np.ndarray, np.ndarray]:
+    """``(edges, counts)`` of all values of a point (``channel`` negative) or of one channel, for
+    display: the statistics' bins merged down to about ``bins`` over the data's range (exact zeros
+    drawn in the bin just above zero)."""
+    hist = stats.view("layer_wise" if channel < 0 else "channel_wise").hist
+    if channel >= 0:
+        if channel >= hist.rows:
+            raise ValueError(f"channel {channel} does not exist; the point has {hist.rows} channels")
+        hist = hist.select(channel)
+    used = torch.where(hist.counts[0] > 0, torch.arange(1, hist.half_bins + 1), 0).amax(dim=1)  # per side
+    half = hist.half_bins
+    while half > 2 and int(used.max()) * half // hist.half_bins > bins // 2:
+        half //= 2
+    hist = hist.coarsened(half)
+    counts, edges = hist.ascending()
+    counts = counts[0].double().clone()
+    counts[half] += float(hist.zeros[0])
+    nonzero = torch.nonzero(counts).flatten()
+    first, last = (int(nonzero[0]), int(nonzero[-1])) if nonzero.numel() else (half - 1, half)
+    return edges[0, first : last + 2].numpy(), counts[first : last + 1].numpy()
 
 
 def error_table(run: ExplorerRun) -> pd.DataFrame:
@@ -201,16 +234,15 @@ def error_table(run: ExplorerRun) -> pd.DataFrame:
     rows = []
     for key in run.points:
         block, name = key
-        tensors = run.tensors(key)
         row: dict[str, object] = {"block": block, "point": name, "kind": module_type_of(name)}
         best, best_mse = None, float("inf")
         for observer_type in OBSERVER_TYPES:
             label = OBSERVER_LABELS[observer_type]
-            observer = run.observer(observer_type, key)
-            if observer is None or not tensors:
+            try:
+                s = point_summary(run, key, run.point_config(observer_type, key))
+            except (ValueError, RuntimeError):
                 row[f"{label} MSE"] = row[f"{label} SQNR dB"] = row[f"{label} clipped %"] = float("nan")
                 continue
-            s = summarize(observer, observer_type, tensors)
             row[f"{label} MSE"], row[f"{label} SQNR dB"], row[f"{label} clipped %"] = (
                 s.mse,
                 s.sqnr_db,
@@ -224,7 +256,7 @@ def error_table(run: ExplorerRun) -> pd.DataFrame:
 
 
 def quantized_model(model: nn.Module, run: ExplorerRun, config: QuantConfig) -> QuantViT:
-    """A :class:`QuantViT` for ``config`` whose observers come from the run (reused or refit),
+    """A :class:`QuantViT` for ``config`` whose observers are fitted from the run's statistics,
     with parameters computed: no calibration pass needed."""
     qvit = QuantViT(model, config)
     for block, name in run.points:

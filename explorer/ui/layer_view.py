@@ -88,6 +88,8 @@ def metrics_table(results: Mapping[str, ObserverResult], tuned_point: PointConfi
                     "MSE": result.mse,
                     "SQNR dB": result.sqnr_db,
                     "clipped %": 100 * result.clipped_fraction,
+                    "clipping MSE": result.clip_mse,
+                    "rounding MSE": result.round_mse,
                     "note": "",
                 }
             )
@@ -168,6 +170,12 @@ def layer_tab(loaded: Loaded, block: int, name: str) -> None:
             "MSE": st.column_config.NumberColumn(format="%.3e"),
             "SQNR dB": st.column_config.NumberColumn(format="%.2f"),
             "clipped %": st.column_config.NumberColumn(format="%.4f"),
+            "clipping MSE": st.column_config.NumberColumn(
+                format="%.3e", help="MSE from values beyond the end levels (clipped)"
+            ),
+            "rounding MSE": st.column_config.NumberColumn(
+                format="%.3e", help="MSE from values inside the range (rounding)"
+            ),
         },
     )
     st.markdown("##### What the data says")

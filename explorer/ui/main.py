@@ -96,22 +96,17 @@ def current_run(request: SidebarResult) -> Loaded | None:
 def header(loaded: Loaded, wanted: Settings | None) -> None:
     """One line saying what is calibrated, plus notices about failed observers and pending settings."""
     s, run = loaded.settings, loaded.run
-    batches = run.capture.batches
+    batches = run.batches
     st.markdown(
         f"**Model** {s.model.describe()} — {model_summary(loaded.model)} · **Data** {s.data.describe()}: "
         f"{batches} batch(es), {loaded.images_used} images · **Calibrated** in {loaded.seconds:.1f} s on "
         f"{s.device} · **Config** {s.config_name}"
     )
-    if not run.complete:
-        st.warning(
-            f"Only the first {run.capture.kept_batches} of {batches} batches were kept for re-tuning: "
-            "tuned observers see less data than the calibrated ones."
-        )
-    failures = [(t, key, why) for t, points in run.capture.errors.items() for key, why in points.items()]
+    failures = run.capture.errors
     if failures:
-        with st.expander(f"⚠️ {len(failures)} observer/point combination(s) failed during calibration"):
-            for observer_type, (block, point), why in failures:
-                st.error(f"{observer_type} on block {block} {point}: {why}")
+        with st.expander(f"⚠️ {len(failures)} point(s) have no statistics: their data was refused"):
+            for (block, point), why in failures.items():
+                st.error(f"Block {block} {point}: {why}")
     if wanted is not None and wanted != s:
         st.info("The sidebar settings differ from the calibrated ones: press **Calibrate** to apply them.")
 

@@ -4,7 +4,8 @@
 - Runs: a small process-wide LRU store keyed by :class:`Settings` (a run is computed with a
   progress bar, which a cached function could not show), and the session's current run in
   ``st.session_state`` so it survives eviction.
-- Derived results (summaries, histograms, facts, the error table, accuracy): ``st.cache_data``
+- Derived results (summaries, histograms, facts, the error table, accuracy), all read from the
+  run's per-point statistics: ``st.cache_data``
   keyed by the run id plus plain values; the unhashable run/model are leading-underscore args.
 """
 
@@ -20,7 +21,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import streamlit as st
-import torch
 from torch import nn
 
 from explorer.analysis import (
@@ -31,15 +31,13 @@ from explorer.analysis import (
     distribution_facts,
     error_table,
     histogram,
-    observer_for,
+    point_summary,
     quantized_model,
     run_calibration,
-    summarize,
 )
 from explorer.analysis.evaluation import AccuracyReport, evaluate_quantized
-from explorer.config import PointConfig, QuantConfig, module_type_of
+from explorer.config import PointConfig, QuantConfig
 from explorer.data import batched, model_input_config
-from explorer.observers.base import channel_rows
 from explorer.ui.sources import Holdout, ModelSource, Settings, holdout_images, load_images, load_model
 
 RUN_STORE_SIZE = 2
@@ -112,6 +110,7 @@ def calibrate(settings: Settings, progress: Callable[[int, int], None]) -> Loade
         model,
         [b.to(settings.device) for b in batches],
         settings.config,
+        alpha_floor=settings.alpha_floor,
         progress=lambda done: progress(done, len(batches)),
     )
     seconds = time.perf_counter() - start
@@ -127,46 +126,27 @@ ObserverResult = ObserverSummary | str
 
 @st.cache_data(max_entries=64, show_spinner=False)
 def calibrated_summaries(_run: ExplorerRun, run_id: str, block: int, point: str) -> dict[str, ObserverResult]:
-    """Each calibrated observer's summary on one point (or its error message)."""
+    """Each observer type's summary on one point with the run's config (or why it failed)."""
     key = (block, point)
-    tensors = _run.tensors(key)
     results: dict[str, ObserverResult] = {}
     for observer_type in OBSERVER_TYPES:
-        observer = _run.observer(observer_type, key)
-        if observer is None:
-            results[observer_type] = _run.error(observer_type, key) or "no observer was calibrated here"
-        elif not tensors:
-            results[observer_type] = "no tensors were kept for this point; recalibrate with fewer batches"
-        else:
-            results[observer_type] = summarize(observer, observer_type, tensors)
+        try:
+            results[observer_type] = point_summary(_run, key, _run.point_config(observer_type, key))
+        except (ValueError, RuntimeError) as exc:
+            results[observer_type] = str(exc)
     return results
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
 def tuned_summary(_run: ExplorerRun, run_id: str, block: int, point: str, config: PointConfig) -> ObserverSummary:
-    """The summary of ``config`` on one point: the calibrated observer when it matches, else a refit."""
-    key = (block, point)
-    observer = observer_for(_run, key, config)
-    return summarize(observer, config.observer_type, _run.tensors(key))
-
-
-def _checked_tensors(run: ExplorerRun, block: int, point: str) -> list[torch.Tensor]:
-    """The kept tensors of a point; ValueError when none were kept or they hold NaN/Inf."""
-    tensors = run.tensors((block, point))
-    if not tensors:
-        raise ValueError("no tensors were kept for this point; recalibrate with fewer or smaller batches")
-    if not all(bool(torch.isfinite(t).all()) for t in tensors):
-        raise ValueError(
-            f"block {block} {point} holds NaN/Inf values: the model produces non-finite values here "
-            "(check the checkpoint and the input data)"
-        )
-    return tensors
+    """The summary of ``config`` on one point, fitted from the point's statistics."""
+    return point_summary(_run, (block, point), config)
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
 def point_facts(_run: ExplorerRun, run_id: str, block: int, point: str) -> DistributionFacts:
-    """:func:`distribution_facts` of one point (ValueError when its values are missing or not finite)."""
-    return distribution_facts(_checked_tensors(_run, block, point), module_type_of(point))
+    """:func:`distribution_facts` of one point (ValueError when its data was refused)."""
+    return distribution_facts(_run.stats((block, point)))
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
@@ -174,10 +154,7 @@ def point_histogram(
     _run: ExplorerRun, run_id: str, block: int, point: str, channel: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(edges, counts)`` of all values of a point (``channel`` negative) or of one of its channels."""
-    tensors = _checked_tensors(_run, block, point)
-    if channel >= 0:
-        tensors = [channel_rows(t.float(), module_type_of(point))[channel] for t in tensors]
-    return histogram(tensors, bins=HISTOGRAM_BINS)
+    return histogram(_run.stats((block, point)), channel, bins=HISTOGRAM_BINS)
 
 
 @st.cache_data(max_entries=8, show_spinner="Scoring the four observers on every point…")

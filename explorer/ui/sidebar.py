@@ -13,6 +13,8 @@ from typing import Any
 
 import streamlit as st
 
+from explorer.stats import DEFAULT_ALPHA_FLOOR
+
 from explorer.config import ConfigError, QuantConfig, load_config
 from explorer.data import DEMO_ARCH
 from explorer.data.calibration import IMAGE_EXTENSIONS, TENSOR_EXTENSIONS
@@ -156,6 +158,19 @@ def sidebar() -> SidebarResult:
         col1, col2 = st.columns(2)
         num_batches = int(col1.number_input("Batches", 1, 10_000, DEFAULT_BATCHES, key="num_batches"))
         batch_size = int(col2.number_input("Batch size", 1, 4096, DEFAULT_BATCH_SIZE, key="batch_size"))
+        alpha_floor = float(
+            st.number_input(
+                "Lowest percentile_alpha to explore",
+                min_value=0.9,
+                max_value=1.0,
+                value=DEFAULT_ALPHA_FLOOR,
+                step=0.0001,
+                format="%.5f",
+                key="alpha_floor",
+                help="Calibration keeps, per batch, just enough of each point's largest and smallest values "
+                "for Percentile to be refitted exactly at any alpha at or above this floor. Lower floors keep more.",
+            )
+        )
         device = st.selectbox("Device", available_devices(), key="device")
         settings: Settings | None = None
         try:
@@ -163,6 +178,6 @@ def sidebar() -> SidebarResult:
         except (ConfigError, ValueError, OSError) as exc:
             st.error(f"Config not usable: {exc}")
         else:
-            settings = Settings(model, data, num_batches, batch_size, device, config, config_name)
+            settings = Settings(model, data, num_batches, batch_size, device, config, config_name, alpha_floor)
         clicked = st.button("Calibrate", type="primary", key="calibrate", width="stretch")
     return SidebarResult(settings, clicked)

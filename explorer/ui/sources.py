@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from explorer.config import QuantConfig
+from explorer.stats import DEFAULT_ALPHA_FLOOR
 from explorer.data import (
     DEMO_ARCH,
     DataLoadError,
@@ -105,6 +106,7 @@ class Settings:
     device: str
     config: QuantConfig
     config_name: str
+    alpha_floor: float = DEFAULT_ALPHA_FLOOR  # lowest percentile_alpha the run can be refitted at
 
     @property
     def run_id(self) -> str:
