@@ -1,0 +1,99 @@
+"""The outlier-channel demo: the same function as the plain demo, with a few channels tens of times
+wider, which the Layer view's distribution facts must name."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from timm.models.vision_transformer import VisionTransformer
+from torch import Tensor, nn
+
+from explorer.analysis import ExplorerRun, distribution_facts, run_calibration
+from explorer.config import load_config
+from explorer.data import OUTLIER_SCALE, add_outlier_channels, load_demo_model
+
+CONFIG = "configs/recommended_config.yaml"
+
+
+@pytest.fixture(scope="module")
+def outlier_model() -> nn.Module:
+    """The demo ViT with outlier channels."""
+    return load_demo_model(outlier_channels=True)
+
+
+@torch.no_grad()
+def _changed(new: Tensor, old: Tensor, dim: int) -> dict[int, float]:
+    """Indices along ``dim`` where ``new`` differs from ``old``, with the factor new/old there."""
+    moved = new.movedim(dim, 0).reshape(new.shape[dim], -1)
+    base = old.movedim(dim, 0).reshape(old.shape[dim], -1)
+    rows = (moved != base).any(dim=1).nonzero().ravel().tolist()
+    return {r: float((moved[r] / base[r]).median()) for r in rows}
+
+
+def _rescaled(old: nn.Module, new: nn.Module) -> tuple[dict[int, float], list[int], list[int]]:
+    """For one block: the qkv rows that changed (with their factors), and the query and value
+    channels among them, read off the weights."""
+    dim = old.attn.qkv.in_features
+    rows = _changed(new.attn.qkv.weight, old.attn.qkv.weight, 0)
+    return rows, sorted(r for r in rows if r < dim), sorted(r - 2 * dim for r in rows if r >= 2 * dim)
+
+
+def _extreme_channels(run: ExplorerRun, key: tuple[int, str]) -> set[int]:
+    """The channels the distribution facts flag on an activation point (the one call into the facts API)."""
+    return {channel for channel, _ in distribution_facts(run.tensors(key), "activation").extreme_channels}
+
+
+def test_logits_match_the_plain_demo(
+    demo_model: VisionTransformer, outlier_model: nn.Module, test_split: tuple[Tensor, Tensor]
+) -> None:
+    images, _ = test_split
+    with torch.no_grad():
+        plain, outlier = demo_model(images), outlier_model(images)
+    assert (plain - outlier).abs().max() <= 1e-4
+    assert torch.equal(plain.argmax(dim=1), outlier.argmax(dim=1))
+
+
+def test_one_query_key_pair_and_one_value_channel_per_head(
+    demo_model: VisionTransformer, outlier_model: nn.Module
+) -> None:
+    for old, new in zip(demo_model.blocks, outlier_model.blocks, strict=True):
+        dim, heads = old.attn.qkv.in_features, old.attn.num_heads
+        head_dim = dim // heads
+        rows, query, value = _rescaled(old, new)
+        assert sorted(c // head_dim for c in query) == list(range(heads))
+        assert sorted(c // head_dim for c in value) == list(range(heads))
+        assert len(rows) == 3 * heads  # query, key and value rows; nothing else
+        for c in query:
+            assert rows[c] == pytest.approx(OUTLIER_SCALE)
+            assert rows[dim + c] == pytest.approx(1 / OUTLIER_SCALE)
+            assert torch.allclose(new.attn.qkv.bias[c], old.attn.qkv.bias[c] * OUTLIER_SCALE)
+        for c in value:
+            assert rows[2 * dim + c] == pytest.approx(OUTLIER_SCALE)
+        columns = _changed(new.attn.proj.weight, old.attn.proj.weight, 1)
+        assert sorted(columns) == value
+        assert all(f == pytest.approx(1 / OUTLIER_SCALE) for f in columns.values())
+        for (name, p_old), p_new in zip(old.named_parameters(), new.parameters(), strict=True):
+            if name not in ("attn.qkv.weight", "attn.qkv.bias", "attn.proj.weight"):
+                assert torch.equal(p_old, p_new), name
+
+
+def test_distribution_facts_name_the_rescaled_channels(
+    demo_model: VisionTransformer, outlier_model: nn.Module, calib: list[Tensor]
+) -> None:
+    run = run_calibration(outlier_model, calib, load_config(CONFIG))
+    for block, (old, new) in enumerate(zip(demo_model.blocks, outlier_model.blocks, strict=True)):
+        _, query, value = _rescaled(old, new)
+        dim = old.attn.qkv.in_features
+        assert {*query, *(2 * dim + c for c in value)} <= _extreme_channels(run, (block, "attn_qkv_output"))
+        assert set(value) <= _extreme_channels(run, (block, "sv_attn"))
+
+
+def test_the_plain_demo_has_no_such_channels(demo_model: VisionTransformer, calib: list[Tensor]) -> None:
+    run = run_calibration(demo_model, calib, load_config(CONFIG))
+    assert all(not _extreme_channels(run, key) for key in run.points if key[1] in ("attn_qkv_output", "sv_attn"))
+
+
+def test_refuses_a_block_where_rescaling_is_not_exact() -> None:
+    model = VisionTransformer(img_size=8, patch_size=4, embed_dim=16, depth=1, num_heads=2, qk_norm=True)
+    with pytest.raises(ValueError, match="q_norm"):
+        add_outlier_channels(model)
