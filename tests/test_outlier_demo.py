@@ -3,8 +3,12 @@ wider, which the Layer view's distribution facts must name."""
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 import torch
+from streamlit.testing.v1 import AppTest
 from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
 
@@ -13,6 +17,8 @@ from explorer.config import load_config
 from explorer.data import OUTLIER_SCALE, add_outlier_channels, load_demo_model
 
 CONFIG = "configs/recommended_config.yaml"
+APP = Path(__file__).resolve().parents[1] / "app.py"
+APP_TIMEOUT_S = 900  # two demo calibrations on a loaded 2-core machine
 
 
 @pytest.fixture(scope="module")
@@ -97,3 +103,18 @@ def test_refuses_a_block_where_rescaling_is_not_exact() -> None:
     model = VisionTransformer(img_size=8, patch_size=4, embed_dim=16, depth=1, num_heads=2, qk_norm=True)
     with pytest.raises(ValueError, match="q_norm"):
         add_outlier_channels(model)
+
+
+def test_the_app_offers_the_outlier_demo_and_names_its_channels(
+    demo_model: VisionTransformer, outlier_model: nn.Module
+) -> None:
+    at = AppTest.from_file(str(APP), default_timeout=APP_TIMEOUT_S).run()
+    at.radio(key="model_kind").set_value("demo_outliers").run()
+    at.button(key="calibrate").click().run()
+    at.selectbox(key="sel_block").set_value(0)
+    at.selectbox(key="sel_point").set_value("sv_attn").run()
+    assert not at.exception, at.exception
+    assert any("outlier channels" in m.value for m in at.markdown if m.value.startswith("**Model**"))
+    _, _, value = _rescaled(demo_model.blocks[0], outlier_model.blocks[0])
+    facts = next(m.value for m in at.markdown if "median channel range" in m.value)
+    assert all(re.search(rf"\b{c} \(", facts) for c in value), facts  # "Channel(s) 42 (61.1×), ..."
