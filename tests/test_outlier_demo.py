@@ -16,8 +16,9 @@ from explorer.analysis import ExplorerRun, distribution_facts, run_calibration
 from explorer.config import load_config
 from explorer.data import OUTLIER_SCALE, add_outlier_channels, load_demo_model
 
-CONFIG = "configs/recommended_config.yaml"
-APP = Path(__file__).resolve().parents[1] / "app.py"
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "configs" / "recommended_config.yaml"
+APP = ROOT / "app.py"
 APP_TIMEOUT_S = 900  # two demo calibrations on a loaded 2-core machine
 
 
@@ -27,21 +28,11 @@ def outlier_model() -> nn.Module:
     return load_demo_model(outlier_channels=True)
 
 
-@torch.no_grad()
-def _changed(new: Tensor, old: Tensor, dim: int) -> dict[int, float]:
-    """Indices along ``dim`` where ``new`` differs from ``old``, with the factor new/old there."""
-    moved = new.movedim(dim, 0).reshape(new.shape[dim], -1)
-    base = old.movedim(dim, 0).reshape(old.shape[dim], -1)
-    rows = (moved != base).any(dim=1).nonzero().ravel().tolist()
-    return {r: float((moved[r] / base[r]).median()) for r in rows}
-
-
-def _rescaled(old: nn.Module, new: nn.Module) -> tuple[dict[int, float], list[int], list[int]]:
-    """For one block: the qkv rows that changed (with their factors), and the query and value
-    channels among them, read off the weights."""
+def _rescaled(old: nn.Module, new: nn.Module) -> tuple[list[int], list[int]]:
+    """For one block, the query and value channels whose qkv weight rows changed."""
     dim = old.attn.qkv.in_features
-    rows = _changed(new.attn.qkv.weight, old.attn.qkv.weight, 0)
-    return rows, sorted(r for r in rows if r < dim), sorted(r - 2 * dim for r in rows if r >= 2 * dim)
+    rows = (new.attn.qkv.weight != old.attn.qkv.weight).any(dim=1).nonzero().ravel().tolist()
+    return [r for r in rows if r < dim], [r - 2 * dim for r in rows if r >= 2 * dim]
 
 
 def _extreme_channels(run: ExplorerRun, key: tuple[int, str]) -> set[int]:
@@ -59,25 +50,24 @@ def test_logits_match_the_plain_demo(
     assert torch.equal(plain.argmax(dim=1), outlier.argmax(dim=1))
 
 
+@torch.no_grad()
 def test_one_query_key_pair_and_one_value_channel_per_head(
     demo_model: VisionTransformer, outlier_model: nn.Module
 ) -> None:
     for old, new in zip(demo_model.blocks, outlier_model.blocks, strict=True):
         dim, heads = old.attn.qkv.in_features, old.attn.num_heads
-        head_dim = dim // heads
-        rows, query, value = _rescaled(old, new)
-        assert sorted(c // head_dim for c in query) == list(range(heads))
-        assert sorted(c // head_dim for c in value) == list(range(heads))
-        assert len(rows) == 3 * heads  # query, key and value rows; nothing else
-        for c in query:
-            assert rows[c] == pytest.approx(OUTLIER_SCALE)
-            assert rows[dim + c] == pytest.approx(1 / OUTLIER_SCALE)
-            assert torch.allclose(new.attn.qkv.bias[c], old.attn.qkv.bias[c] * OUTLIER_SCALE)
-        for c in value:
-            assert rows[2 * dim + c] == pytest.approx(OUTLIER_SCALE)
-        columns = _changed(new.attn.proj.weight, old.attn.proj.weight, 1)
-        assert sorted(columns) == value
-        assert all(f == pytest.approx(1 / OUTLIER_SCALE) for f in columns.values())
+        query, value = _rescaled(old, new)
+        assert [c // (dim // heads) for c in query] == list(range(heads))
+        assert [c // (dim // heads) for c in value] == list(range(heads))
+        row = torch.ones(3 * dim)  # query × S, its key ÷ S, value × S; every other row as it was
+        row[query] = OUTLIER_SCALE
+        row[[dim + c for c in query]] = 1 / OUTLIER_SCALE
+        row[[2 * dim + c for c in value]] = OUTLIER_SCALE
+        assert torch.allclose(new.attn.qkv.weight, old.attn.qkv.weight * row[:, None], rtol=1e-6, atol=0)
+        assert torch.allclose(new.attn.qkv.bias, old.attn.qkv.bias * row, rtol=1e-6, atol=0)
+        column = torch.ones(dim)
+        column[value] = 1 / OUTLIER_SCALE
+        assert torch.allclose(new.attn.proj.weight, old.attn.proj.weight * column, rtol=1e-6, atol=0)
         for (name, p_old), p_new in zip(old.named_parameters(), new.parameters(), strict=True):
             if name not in ("attn.qkv.weight", "attn.qkv.bias", "attn.proj.weight"):
                 assert torch.equal(p_old, p_new), name
@@ -88,7 +78,7 @@ def test_distribution_facts_name_the_rescaled_channels(
 ) -> None:
     run = run_calibration(outlier_model, calib, load_config(CONFIG))
     for block, (old, new) in enumerate(zip(demo_model.blocks, outlier_model.blocks, strict=True)):
-        _, query, value = _rescaled(old, new)
+        query, value = _rescaled(old, new)
         dim = old.attn.qkv.in_features
         assert {*query, *(2 * dim + c for c in value)} <= _extreme_channels(run, (block, "attn_qkv_output"))
         assert set(value) <= _extreme_channels(run, (block, "sv_attn"))
@@ -115,6 +105,6 @@ def test_the_app_offers_the_outlier_demo_and_names_its_channels(
     at.selectbox(key="sel_point").set_value("sv_attn").run()
     assert not at.exception, at.exception
     assert any("outlier channels" in m.value for m in at.markdown if m.value.startswith("**Model**"))
-    _, _, value = _rescaled(demo_model.blocks[0], outlier_model.blocks[0])
+    _, value = _rescaled(demo_model.blocks[0], outlier_model.blocks[0])
     facts = next(m.value for m in at.markdown if "median channel range" in m.value)
     assert all(re.search(rf"\b{c} \(", facts) for c in value), facts  # "Channel(s) 42 (61.1×), ..."
