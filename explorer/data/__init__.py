@@ -16,12 +16,16 @@ from explorer.data.models import (
     load_timm_model,
     model_input_config,
 )
+from explorer.data.outliers import OUTLIER_SCALE, OutlierChannels, add_outlier_channels
 
 __all__ = [
     "DEMO_ARCH",
     "DataLoadError",
     "DemoSpec",
     "ModelLoadError",
+    "OUTLIER_SCALE",
+    "OutlierChannels",
+    "add_outlier_channels",
     "batched",
     "demo_batches",
     "demo_images",

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from explorer.data.calibration import short_reason
 from explorer.data.demo import DEMO_SPEC, DEMO_WEIGHTS, DemoSpec, load_demo_spec
+from explorer.data.outliers import add_outlier_channels
 
 DEMO_ARCH = "demo"
 CHECKPOINT_EXTENSIONS = (".pt", ".pth", ".safetensors")
@@ -62,10 +63,18 @@ def _demo_spec(path: Path) -> DemoSpec:
         raise ModelLoadError(f"demo model description unavailable: {exc}") from exc
 
 
-def load_demo_model(weights: Path = DEMO_WEIGHTS, spec: Path = DEMO_SPEC) -> nn.Module:
-    """The embedded digits ViT from ``sample_data/``, in eval mode."""
+def load_demo_model(
+    weights: Path = DEMO_WEIGHTS, spec: Path = DEMO_SPEC, *, outlier_channels: bool = False
+) -> nn.Module:
+    """The embedded digits ViT from ``sample_data/``, in eval mode.
+
+    ``outlier_channels=True`` gives the same function with a few channels tens of times wider
+    than the rest, as in real ViTs (see :func:`explorer.data.outliers.add_outlier_channels`).
+    """
     model = build_demo_architecture(_demo_spec(spec))
     _load_state_dict_checked(model, _read_state_dict(Path(weights)), Path(weights))
+    if outlier_channels:
+        add_outlier_channels(model)
     return model.eval()
 
 

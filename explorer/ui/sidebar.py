@@ -29,7 +29,12 @@ GLOBAL_BITS: tuple[Any, ...] = (AS_IN_CONFIG, 8, 6, 4)
 DEFAULT_BATCHES = 4
 DEFAULT_BATCH_SIZE = 32
 
-MODEL_KINDS = {"demo": "Demo ViT (digits)", "timm": "timm model", "checkpoint": "Checkpoint file"}
+MODEL_KINDS = {
+    "demo": "Demo ViT (digits)",
+    "demo_outliers": "Demo ViT (outlier channels)",
+    "timm": "timm model",
+    "checkpoint": "Checkpoint file",
+}
 DATA_KINDS = {"demo": "Demo digits", "folder": "Image folder", "upload": "Uploaded images", "tensor": "Tensor file"}
 
 
@@ -68,7 +73,7 @@ def model_source() -> ModelSource:
             "Architecture", value=DEMO_ARCH, key="ckpt_arch", help="'demo' for the embedded digits ViT, or a timm name."
         )
         return ModelSource("checkpoint", name=arch, path=path, upload=upload)
-    return ModelSource()
+    return ModelSource(outlier_channels=kind == "demo_outliers")
 
 
 def data_source() -> DataSource:

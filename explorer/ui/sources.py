@@ -65,6 +65,7 @@ class ModelSource:
     pretrained: bool = False
     path: str = ""
     upload: Upload | None = None
+    outlier_channels: bool = False  # demo only: same function, a few channels tens of times wider
 
     def describe(self) -> str:
         """A short human description for the header line."""
@@ -73,7 +74,7 @@ class ModelSource:
         if self.kind == "checkpoint":
             where = self.upload.name if self.upload else self.path
             return f"checkpoint {where} ({'demo ViT' if self.name == DEMO_ARCH else self.name})"
-        return "demo ViT (digits)"
+        return "demo ViT (digits, outlier channels)" if self.outlier_channels else "demo ViT (digits)"
 
 
 @dataclass(frozen=True)
@@ -147,7 +148,7 @@ def load_model(source: ModelSource, device: str) -> nn.Module:
         else:
             raise ModelLoadError("upload a checkpoint file or enter its path")
     else:
-        model = load_demo_model()
+        model = load_demo_model(outlier_channels=source.outlier_channels)
     return model.to(device).eval()
 
 
