@@ -24,7 +24,7 @@ from timm.data import resolve_data_config
 from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
 
-from explorer.data.calibration import short_reason
+from explorer.data.calibration import load_torch_file, short_reason
 from explorer.data.demo import DEMO_SPEC, DEMO_WEIGHTS, DemoSpec, load_demo_spec
 
 DEMO_ARCH = "demo"
@@ -144,9 +144,7 @@ def _read_state_dict(path: Path) -> dict[str, Tensor]:
     if not path.is_file():
         raise ModelLoadError(f"{path}: no such checkpoint file")
     try:
-        obj: object = (
-            load_file(path) if suffix == ".safetensors" else torch.load(path, map_location="cpu", weights_only=True)
-        )
+        obj: object = load_file(path) if suffix == ".safetensors" else load_torch_file(path)
     except Exception as exc:  # corrupt files raise pickle, zip, safetensors or OS errors; pickled code is refused
         raise ModelLoadError(f"{path}: cannot be read as a {suffix} checkpoint ({short_reason(exc)})") from exc
     if isinstance(obj, Mapping):
@@ -165,7 +163,11 @@ def _read_state_dict(path: Path) -> dict[str, Tensor]:
 
 
 def _load_state_dict_checked(model: nn.Module, state: dict[str, Tensor], path: Path) -> None:
-    """Load ``state`` strictly, reporting missing/unexpected keys and shape mismatches by name."""
+    """Load ``state`` strictly, reporting missing/unexpected keys, shape and dtype mismatches by name.
+
+    A complex or integer tensor for a floating-point weight is refused: copying it would drop the
+    imaginary part or quietly turn codes into values.
+    """
     expected = model.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
@@ -174,7 +176,17 @@ def _load_state_dict_checked(model: nn.Module, state: dict[str, Tensor], path: P
         for k, v in state.items()
         if k in expected and v.shape != expected[k].shape
     ]
-    groups = (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", mismatched))
+    wrong_dtypes = [
+        f"{k}: checkpoint {v.dtype} vs model {expected[k].dtype}"
+        for k, v in state.items()
+        if k in expected and (v.is_complex() or v.is_floating_point() != expected[k].is_floating_point())
+    ]
+    groups = (
+        ("missing keys", missing),
+        ("unexpected keys", unexpected),
+        ("shape mismatches", mismatched),
+        ("dtype mismatches (real floating-point weights are needed; nothing is cast silently)", wrong_dtypes),
+    )
     problems = [
         f"{label} ({len(items)}): {', '.join(items[:_MAX_LISTED])}{', ...' if len(items) > _MAX_LISTED else ''}"
         for label, items in groups
