@@ -215,7 +215,7 @@ def test_broken_config_upload(text: str, expected: str) -> None:
     at.file_uploader(key="config_upload").upload("broken.yaml", text.encode(), "application/x-yaml").run()
     assert any(expected in e and "broken.yaml" in e for e in errors(at))
     calibrate(at)
-    assert any("needs a valid config" in e for e in errors(at))
+    assert any("needs valid settings" in e for e in errors(at))
     assert_demo_still_shown(at)
 
 
