@@ -16,7 +16,6 @@ import pickle
 import resource
 import struct
 import time
-import zlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hostile_inputs import alias_bomb, expanded_images, png_header
 from safetensors.torch import save_file
 
 from explorer.bit_type import BitType
@@ -45,32 +45,6 @@ class _Pwned:
 
     def __reduce__(self) -> tuple[object, ...]:
         return (os.system, ("echo pwned",))
-
-
-def _alias_bomb(levels: int) -> str:
-    """``levels`` anchors, each a list of nine aliases of the previous one (9**levels nodes, ~100 bytes a level)."""
-    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x]"]
-    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, levels)]
-    return "\n".join(lines) + "\n"
-
-
-def _png_header(width: int, height: int) -> bytes:
-    """A PNG that claims ``width × height`` grey pixels in a few dozen bytes (its data is never read)."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
-    )
-
-
-def _expanded_images(tmp: Path) -> Path:
-    """A 1.6 KB file holding a [1_000_000, 3, 16, 16] view of one zero (768 M values once materialised)."""
-    path = tmp / "expanded.pt"
-    torch.save(torch.zeros(1, 1, 1, 1).expand(1_000_000, 3, 16, 16), path)
-    return path
 
 
 def _checkpoint_with(tmp: Path, name: str, change: Callable[[torch.Tensor], torch.Tensor]) -> Path:
@@ -111,7 +85,7 @@ def case(name: str, error: type[BaseException] | None, fragment: str = "") -> Ca
 
 @case("config: alias bomb, 8 levels (~800 bytes)", ConfigError, "CONFIG_MAX_NODES")
 def _(tmp: Path) -> Action:
-    return lambda: load_config(_alias_bomb(8))
+    return lambda: load_config(alias_bomb(8))
 
 
 @case("config: 5000-deep [[[…]]]", ConfigError, "CONFIG_MAX_DEPTH")
@@ -142,13 +116,13 @@ def _(tmp: Path) -> Action:
 
 @case("tensor: 1.6 KB expanded [1e6, 3, 16, 16]", DataLoadError, "TENSOR_MAX_ELEMENTS")
 def _(tmp: Path) -> Action:
-    path = _expanded_images(tmp)
+    path = expanded_images(tmp)
     return lambda: load_tensor_file(path)
 
 
 @case("tensor: the same, first 384 images (legal)", None)
 def _(tmp: Path) -> Action:
-    path = _expanded_images(tmp)
+    path = expanded_images(tmp)
     return lambda: load_tensor_file(path, (3, 16, 16), max_images=384)
 
 
@@ -174,7 +148,7 @@ def _(tmp: Path) -> Action:
 
 @case("image: 13000 × 13000 PNG", DataLoadError, "IMAGE_MAX_PIXELS")
 def _(tmp: Path) -> Action:
-    upload = [("big.png", _png_header(13000, 13000))]
+    upload = [("big.png", png_header(13000, 13000))]
     return lambda: load_uploaded_images(upload, (3, 16, 16), (0.5,) * 3, (0.5,) * 3)
 
 
