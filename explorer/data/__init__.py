@@ -10,7 +10,9 @@ from explorer.data.calibration import (
 from explorer.data.demo import DemoSpec, demo_batches, demo_images, demo_split, load_demo_spec
 from explorer.data.models import (
     DEMO_ARCH,
+    CalibrationBounds,
     ModelLoadError,
+    calibration_bounds,
     load_checkpoint,
     load_demo_model,
     load_timm_model,
@@ -19,10 +21,12 @@ from explorer.data.models import (
 
 __all__ = [
     "DEMO_ARCH",
+    "CalibrationBounds",
     "DataLoadError",
     "DemoSpec",
     "ModelLoadError",
     "batched",
+    "calibration_bounds",
     "demo_batches",
     "demo_images",
     "demo_split",

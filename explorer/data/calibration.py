@@ -222,8 +222,9 @@ def load_torch_file(path: Path) -> object:
     return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
 
 
-def _entries(path: Path, suffix: str) -> _Entry | dict[str, _Entry] | object:
-    """The file's tensors as entries, nothing read yet (a ``.pt`` may hold other objects, returned as they are)."""
+def _entries(path: Path, suffix: str) -> object:
+    """The file's tensors as :class:`_Entry` (alone or in a dict), nothing read yet; a ``.pt`` may hold
+    other objects, returned as they are for :func:`_pick_entry` to name."""
     if suffix == ".npy":
         return _Entry.of(torch.from_numpy(np.load(path, mmap_mode="c", allow_pickle=False)))
     if suffix == ".safetensors":
