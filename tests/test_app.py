@@ -292,6 +292,7 @@ def test_expanded_tensor_upload_reads_only_what_calibration_takes(tmp_path: Path
     assert "tensor file expanded.pt" in header and "128 images" in header
 
 
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")  # refused before decoding anyway
 def test_huge_image_upload_is_refused_from_its_header() -> None:
     at = open_app()
     at.radio(key="data_kind").set_value("upload").run()

@@ -248,6 +248,7 @@ def worker() -> Iterator[ProcessPoolExecutor]:
         yield pool
 
 
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")  # refused before decoding anyway
 @pytest.mark.parametrize("name", list(CASES))
 def test_hostile_case_ends_in_its_typed_error(name: str, worker: ProcessPoolExecutor, tmp_path: Path) -> None:
     outcome = worker.submit(_run_case, name, str(tmp_path)).result()
