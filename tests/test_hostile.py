@@ -93,6 +93,11 @@ def _(tmp: Path) -> Action:
     return lambda: load_config("[" * 5000 + "]" * 5000)
 
 
+@case("config: 120 KB flat list of 60,001 items", ConfigError, "CONFIG_MAX_NODES")
+def _(tmp: Path) -> Action:
+    return lambda: load_config("[" + "1," * 60_000 + "1]")
+
+
 @case("config: NUL character", ConfigError, "invalid YAML: character #x0000")
 def _(tmp: Path) -> Action:
     return lambda: load_config("default: {}\x00")

@@ -45,18 +45,28 @@ class _StrictLoader(yaml.SafeLoader):
         self.source = source
         self.key_lines: dict[KeyPath, int] = {}
         self._depth = 0
+        self._composed = 0
 
     def compose_node(self, parent: Node | None, index: object) -> Node:
-        """Compose one node, refusing nesting deeper than :data:`CONFIG_MAX_DEPTH` (before Python's recursion limit)."""
+        """Compose one node, refusing nesting deeper than :data:`CONFIG_MAX_DEPTH` (before Python's recursion
+        limit) and more than :data:`CONFIG_MAX_NODES` nodes (before composing them all costs seconds)."""
         self._depth += 1
+        self._composed += 1
         try:
             if self._depth > CONFIG_MAX_DEPTH:
-                line = self.peek_event().start_mark.line + 1
-                detail = over_limit("the nesting depth", self._depth, CONFIG_MAX_DEPTH, "CONFIG_MAX_DEPTH")
-                raise ConfigError(detail, line=line, source=self.source)
+                self._refuse("the nesting depth", self._depth, CONFIG_MAX_DEPTH, "CONFIG_MAX_DEPTH")
+            if self._composed > CONFIG_MAX_NODES:
+                self._refuse(
+                    "the number of YAML nodes read so far", self._composed, CONFIG_MAX_NODES, "CONFIG_MAX_NODES"
+                )
             return super().compose_node(parent, index)  # type: ignore[no-any-return]
         finally:
             self._depth -= 1
+
+    def _refuse(self, what: str, value: int, limit: int, name: str) -> None:
+        """Raise the :class:`ConfigError` of a bound exceeded at the node being composed."""
+        line = self.peek_event().start_mark.line + 1
+        raise ConfigError(over_limit(what, value, limit, name), line=line, source=self.source)
 
     def construct_document(self, node: Node) -> Any:
         """Check the expanded size, record the line of every key by its path (refusing duplicates), then build."""
