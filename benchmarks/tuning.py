@@ -1,5 +1,5 @@
 """The app's latencies on the embedded demo: the one calibration pass that feeds all four
-observers at every point, and re-tuning one point (refit from the kept tensors + metrics),
+observers at every point, and re-tuning one point (refit from the statistics + metrics),
 which SPEC §7 wants under 250 ms per change.
 
 Run: ``python benchmarks/tuning.py`` (``--repeats N``). Figures are medians; the first
@@ -18,7 +18,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from explorer.analysis import error_table, observer_for, run_calibration, summarize  # noqa: E402
+from explorer.analysis import error_table, point_summary, run_calibration  # noqa: E402
 from explorer.config import load_config  # noqa: E402
 from explorer.data import demo_batches, load_demo_model  # noqa: E402
 
@@ -78,7 +78,7 @@ def main() -> None:
             samples = []
             for point in points[: args.repeats + 1]:
                 start = time.perf_counter()
-                summarize(observer_for(run, key, point), point.observer_type, run.tensors(key))
+                point_summary(run, key, point)
                 samples.append((time.perf_counter() - start) * 1e3)
             counted = samples[1:]
             median = statistics.median(counted)

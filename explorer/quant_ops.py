@@ -16,11 +16,25 @@ from torch import Tensor
 from explorer.bit_type import BitType
 
 SCALE_EPS = torch.finfo(torch.float32).eps
+_FLOAT32_MAX = torch.finfo(torch.float32).max
 
 
 def is_symmetric(bit_type: BitType, symmetric: bool | None) -> bool:
     """The effective symmetry: explicit setting, else symmetric for signed types."""
     return bit_type.signed if symmetric is None else symmetric
+
+
+def _finite_scale(scale: Tensor, lo: Tensor, hi: Tensor, bit_type: BitType) -> Tensor:
+    """``scale`` when every element is a finite float32; else a ValueError naming the first bad range."""
+    bad = ~torch.isfinite(scale.float())
+    if bool(bad.any()):
+        i = int(bad.flatten().nonzero()[0])
+        lo_i, hi_i, scale_i = (float(v.flatten()[i]) for v in (lo.expand_as(scale), hi.expand_as(scale), scale))
+        raise ValueError(
+            f"clip range [{lo_i:.6g}, {hi_i:.6g}] cannot be quantized to {bit_type.name}: its scale {scale_i:.6g} "
+            f"is not a finite float32 (valid: finite bounds whose scale stays below {_FLOAT32_MAX:.6g})"
+        )
+    return scale
 
 
 def qparams_from_range(
@@ -31,7 +45,9 @@ def qparams_from_range(
     Symmetric signed: ``scale = amax / ((qmax - qmin) / 2)``; symmetric unsigned:
     ``scale = amax / qmax``; both with zero point 0. Asymmetric: the range is widened to
     include 0 and ``zero_point = clamp(qmin - round(lo / scale), qmin, qmax)``. The scale is
-    clamped below at float32 eps so constant or all-zero data stays finite.
+    clamped below at float32 eps so constant or all-zero data stays finite; a range whose
+    scale is not a finite float32 (NaN bounds, or wider than float32 can span) is a ValueError,
+    since such a scale would fake-quantize everything to NaN.
     """
     qmin, qmax = bit_type.lower_bound, bit_type.upper_bound
     lo = lo.to(torch.float64) if lo.dtype == torch.float64 else lo.float()
@@ -39,12 +55,12 @@ def qparams_from_range(
     if is_symmetric(bit_type, symmetric):
         amax = torch.maximum(lo.abs(), hi.abs())
         denom = (qmax - qmin) / 2 if bit_type.signed else qmax
-        scale = (amax / denom).clamp_min(SCALE_EPS)
+        scale = _finite_scale((amax / denom).clamp_min(SCALE_EPS), lo, hi, bit_type)
         zero_point = torch.zeros_like(scale, dtype=torch.int64)
         return scale, zero_point
     lo = lo.clamp(max=0)
     hi = hi.clamp(min=0)
-    scale = ((hi - lo) / (qmax - qmin)).clamp_min(SCALE_EPS)
+    scale = _finite_scale(((hi - lo) / (qmax - qmin)).clamp_min(SCALE_EPS), lo, hi, bit_type)
     zero_point = (qmin - torch.round(lo / scale)).clamp(qmin, qmax).to(torch.int64)
     return scale, zero_point
 

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 import timm
 import torch
+from hostile_inputs import alias_bomb, expanded_images, png_header
 from huggingface_hub import try_to_load_from_cache
 from safetensors.torch import save_file
 from streamlit.testing.v1 import AppTest
@@ -21,6 +22,7 @@ from explorer.analysis import DistributionFacts
 from explorer.config import ConfigError, load_config
 from explorer.data import load_demo_model, models
 from explorer.ui.explain import explain_facts
+from explorer.ui.serving import ROOTS_ENV, SERVE_ENV
 from explorer.ui.sidebar import UPLOAD_CONFIG
 from explorer.ui.tuning import apply_point, draft_point, point_changes, widget_values
 
@@ -210,7 +212,14 @@ def test_accuracy_view_reports_top1_on_the_demo_test_split() -> None:
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("default: [1, 2\n", "invalid YAML"), ("default:\n  percentile_alfa: 0.99\n", "percentile_alfa")],
+    [
+        ("default: [1, 2\n", "invalid YAML"),
+        ("default:\n  percentile_alfa: 0.99\n", "percentile_alfa"),
+        ("default: {}\x00", "invalid YAML"),
+        (alias_bomb(8), "CONFIG_MAX_NODES"),
+        ("[" * 5000 + "]" * 5000, "CONFIG_MAX_DEPTH"),
+    ],
+    ids=["unclosed", "typo", "nul", "alias-bomb", "deep"],
 )
 def test_broken_config_upload(text: str, expected: str) -> None:
     at = open_app()
@@ -218,7 +227,7 @@ def test_broken_config_upload(text: str, expected: str) -> None:
     at.file_uploader(key="config_upload").upload("broken.yaml", text.encode(), "application/x-yaml").run()
     assert any(expected in e and "broken.yaml" in e for e in errors(at))
     calibrate(at)
-    assert any("needs a valid config" in e for e in errors(at))
+    assert any("needs valid settings" in e for e in errors(at))
     assert_demo_still_shown(at)
 
 
@@ -272,6 +281,74 @@ def test_tensor_file_with_nan(tmp_path: Path) -> None:
     at.text_input(key="tensor_path").input(str(path)).run()
     calibrate(at)
     assert any("NaN" in e and "images.pt" in e for e in errors(at))
+    assert_demo_still_shown(at)
+
+
+def test_expanded_tensor_upload_reads_only_what_calibration_takes(tmp_path: Path) -> None:
+    at = open_app()
+    at.radio(key="data_kind").set_value("tensor").run()
+    at.file_uploader(key="tensor_upload").upload("expanded.pt", expanded_images(tmp_path).read_bytes()).run()
+    calibrate(at)
+    assert not at.exception, at.exception
+    assert not errors(at)
+    header = next(m.value for m in at.markdown if m.value.startswith("**Model**"))
+    assert "tensor file expanded.pt" in header and "128 images" in header
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")  # refused before decoding anyway
+def test_huge_image_upload_is_refused_from_its_header() -> None:
+    at = open_app()
+    at.radio(key="data_kind").set_value("upload").run()
+    at.file_uploader(key="data_upload").upload("huge.png", png_header(13000, 13000), "image/png").run()
+    calibrate(at)
+    assert any("huge.png" in e and "IMAGE_MAX_PIXELS" in e for e in errors(at))
+    assert_demo_still_shown(at)
+
+
+def test_batch_size_above_the_models_bound() -> None:
+    at = open_app()
+    assert any("at most 1,770" in c.value for c in at.caption)  # the demo ViT's largest batch
+    at.number_input(key="batch_size").set_value(4096).run()
+    assert any("CALIBRATION_MEMORY_BYTES" in e and "4,096" in e for e in errors(at))
+    calibrate(at)
+    assert any("needs valid settings" in e for e in errors(at))
+    assert_demo_still_shown(at)
+
+
+def test_served_paths_outside_the_roots_answer_like_missing_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(ROOTS_ENV, str(tmp_path))
+    at = open_app()
+    at.radio(key="data_kind").set_value("folder").run()
+    answers = []
+    for path in ("/etc", "/etc/no-such-folder", str(tmp_path / "missing")):
+        at.text_input(key="data_folder").input(path).run()
+        calibrate(at)
+        answers.append([e.replace(path, "<path>") for e in errors(at)])
+    assert answers[0] == answers[1] == answers[2]
+    assert any("allowed data folders" in e for e in answers[0])
+    assert not any("passwd" in e for e in answers[0])
+    assert_demo_still_shown(at)
+
+    at.radio(key="data_kind").set_value("demo")
+    at.radio(key="model_kind").set_value("checkpoint").run()
+    refusals = []
+    for path in ("/etc/passwd.pt", "/etc/no-such-file.pt"):
+        at.text_input(key="ckpt_path").input(path).run()
+        calibrate(at)
+        refusals.append([e.replace(path, "<path>") for e in errors(at)])
+    assert refusals[0] == refusals[1] and any("allowed data folders" in e for e in refusals[0])
+
+
+def test_serving_mode_offers_no_server_paths(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(SERVE_ENV, "1")
+    at = open_app()
+    at.radio(key="data_kind").set_value("folder").run()
+    assert not [t for t in at.text_input if t.key == "data_folder"]
+    assert any("disabled" in c.value for c in at.caption)
+    calibrate(at)
+    assert any("server paths are disabled" in e for e in errors(at))
     assert_demo_still_shown(at)
 
 

@@ -37,7 +37,7 @@ def _rescaled(old: nn.Module, new: nn.Module) -> tuple[list[int], list[int]]:
 
 def _extreme_channels(run: ExplorerRun, key: tuple[int, str]) -> set[int]:
     """The channels the distribution facts flag on an activation point (the one call into the facts API)."""
-    return {channel for channel, _ in distribution_facts(run.tensors(key), "activation").extreme_channels}
+    return {channel for channel, _ in distribution_facts(run.stats(key)).extreme_channels}
 
 
 def test_logits_match_the_plain_demo(

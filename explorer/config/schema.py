@@ -11,6 +11,7 @@ from typing import Any
 
 from explorer.bit_type import BIT_TYPE_PRESETS, MAX_BITS, MIN_BITS, BitType
 from explorer.config.errors import ConfigError, ConfigWarning, Findings, KeyPath, Locator, format_path, valid_choices
+from explorer.limits import KL_MAX_BINS
 
 WEIGHT_POINTS: tuple[str, ...] = ("attn_qkv", "attn_proj", "mlp_fc1", "mlp_fc2")
 """Weights of each block; configured under ``layers``."""
@@ -60,7 +61,6 @@ BUILTIN_DEFAULTS: dict[str, Any] = {
 }
 """Values a point gets for keys that neither its entry nor ``default`` sets."""
 
-KL_BINS_MAX = 65536
 _PRESET_NAME = re.compile(r"(u?)int(\d+)")
 
 
@@ -123,11 +123,11 @@ def _check_sigma(value: object, path: KeyPath, loc: Locator, sink: Findings) -> 
 
 def _check_kl_bins(value: object, path: KeyPath, loc: Locator, sink: Findings) -> int:
     """``kl_bins``: an integer histogram size; checked against the bit type once the point is resolved."""
-    if isinstance(value, bool) or not isinstance(value, int) or not 2 <= value <= KL_BINS_MAX:
+    if isinstance(value, bool) or not isinstance(value, int) or not 2 <= value <= KL_MAX_BINS:
         raise loc.error(
             path,
             f"{type_name(value)} is not allowed; valid: an integer from the bit type's number of levels "
-            f"(128 for int8) up to {KL_BINS_MAX}, e.g. 2048",
+            f"(128 for int8) up to {KL_MAX_BINS}, e.g. 2048",
         )
     return value
 
@@ -240,7 +240,7 @@ def cross_check(observer_type: str, bit_type: BitType, kl_bins: int, symmetric: 
         return "kl_bins", (
             f"kl_bins {kl_bins} is fewer than the {levels} levels of {bit_type.name} "
             f"({bit_type.bits}-bit {'signed' if bit_type.signed else 'unsigned'}); "
-            f"valid: an integer from {levels} to {KL_BINS_MAX}"
+            f"valid: an integer from {levels} to {KL_MAX_BINS}"
         )
     if observer_type == "KLObserver" and symmetric is False:
         return "symmetric", (

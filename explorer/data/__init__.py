@@ -10,7 +10,9 @@ from explorer.data.calibration import (
 from explorer.data.demo import DemoSpec, demo_batches, demo_images, demo_split, load_demo_spec
 from explorer.data.models import (
     DEMO_ARCH,
+    CalibrationBounds,
     ModelLoadError,
+    calibration_bounds,
     load_checkpoint,
     load_demo_model,
     load_timm_model,
@@ -20,6 +22,7 @@ from explorer.data.outliers import OUTLIER_SCALE, OutlierChannels, add_outlier_c
 
 __all__ = [
     "DEMO_ARCH",
+    "CalibrationBounds",
     "DataLoadError",
     "DemoSpec",
     "ModelLoadError",
@@ -27,6 +30,7 @@ __all__ = [
     "OutlierChannels",
     "add_outlier_channels",
     "batched",
+    "calibration_bounds",
     "demo_batches",
     "demo_images",
     "demo_split",

@@ -12,18 +12,25 @@ to ``(H, W)`` (bilinear, antialiased by PIL), converted to RGB (or grey for
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+import math
+import zipfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
-from safetensors.torch import load_file
+from safetensors import safe_open
 from torch import Tensor
+
+from explorer.limits import IMAGE_MAX_PIXELS, TENSOR_MAX_ELEMENTS, over_limit
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
 TENSOR_EXTENSIONS = (".pt", ".pth", ".npy", ".safetensors")
 _TENSOR_KEYS = ("images", "data")
+_UNSAFE_PICKLE = "Weights only load failed"
+_UNPICKLER_ERROR = "WeightsUnpickler error:"
 
 
 class DataLoadError(Exception):
@@ -33,22 +40,24 @@ class DataLoadError(Exception):
 def short_reason(exc: BaseException) -> str:
     """One line saying why a file could not be read, for messages shown in the app.
 
-    torch's weights-only unpickler explains at length how to disable the safety check;
-    only the refused global is kept, since loading code from a data file is not an option here.
+    torch's weights-only unpickler explains at length how to disable the safety check; only
+    its reason (the refused global or opcode) is kept, since loading code from a data file is
+    never an option here.
     """
     text = str(exc)
-    marker = "WeightsUnpickler error:"
-    for line in text.splitlines():
-        if marker in line:
-            refused = line.split(marker, 1)[1].split(". Please")[0].strip()
-            return f"it holds Python objects, not only tensors ({refused}); save tensors or a state_dict instead"
+    if _UNSAFE_PICKLE in text:
+        details = [
+            line.split(_UNPICKLER_ERROR, 1)[-1].strip()
+            for line in text.splitlines()[1:]
+            if not line.startswith("Check the documentation")
+        ]
+        reason = "; ".join(d for d in details if d) or "unsupported content"
+        return f"it holds Python objects or pickle data, not only tensors ({reason}); save tensors or a state_dict"
     first = text.strip().splitlines()[0] if text.strip() else ""
     return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
-def _check_image_config(
-    input_size: Sequence[int], mean: Sequence[float], std: Sequence[float]
-) -> tuple[int, int, int]:
+def _check_image_config(input_size: Sequence[int], mean: Sequence[float], std: Sequence[float]) -> tuple[int, int, int]:
     """Validate ``(C, H, W)`` and per-channel mean/std before touching any file."""
     if len(input_size) != 3 or any(int(v) < 1 for v in input_size):
         raise DataLoadError(f"input_size must be (C, H, W) with positive sizes, got {tuple(input_size)}")
@@ -62,13 +71,25 @@ def _check_image_config(
     return c, h, w
 
 
+def _check_pixels(name: str, width: int, height: int) -> None:
+    """Refuse an image above :data:`IMAGE_MAX_PIXELS` from its header, before it is decoded."""
+    if width * height > IMAGE_MAX_PIXELS:
+        what = f"{name}: the image size ({width} × {height} pixels)"
+        raise DataLoadError(over_limit(what, width * height, IMAGE_MAX_PIXELS, "IMAGE_MAX_PIXELS", " pixels"))
+
+
 def _decode(name: str, data: bytes, size: tuple[int, int, int]) -> np.ndarray:
     """Decode one image to float32 ``[C, H, W]`` in [0, 1]; undecodable data raises naming ``name``."""
     c, h, w = size
     try:
         with Image.open(io.BytesIO(data)) as img:
+            _check_pixels(name, img.width, img.height)
             img.load()
             img = img.convert("RGB" if c == 3 else "L")
+    except DataLoadError:
+        raise
+    except Image.DecompressionBombError as exc:  # far above IMAGE_MAX_PIXELS: PIL refuses it while opening
+        raise DataLoadError(f"{name}: {exc} (IMAGE_MAX_PIXELS in explorer/limits.py is {IMAGE_MAX_PIXELS:,})") from exc
     except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError, ... on corrupt data
         raise DataLoadError(f"{name}: not a readable image ({exc})") from exc
     scale = max(h / img.height, w / img.width)
@@ -90,9 +111,7 @@ def _stack(arrays: list[np.ndarray], mean: Sequence[float], std: Sequence[float]
 
 def _check_max_images(max_images: int | None) -> None:
     """``max_images`` is ``None`` (all) or a positive int."""
-    if max_images is not None and (
-        isinstance(max_images, bool) or not isinstance(max_images, int) or max_images < 1
-    ):
+    if max_images is not None and (isinstance(max_images, bool) or not isinstance(max_images, int) or max_images < 1):
         raise DataLoadError(f"max_images must be a positive integer or None, got {max_images!r}")
 
 
@@ -153,15 +172,80 @@ def load_uploaded_images(
     return _stack([_decode(name, data, size) for name, data in chosen], mean, std)
 
 
-def _pick_tensor(name: str, obj: object) -> Tensor:
-    """Take the tensor out of a loaded object: a tensor, or a dict with ``images``/``data`` or a single tensor."""
+@dataclass(frozen=True)
+class _Entry:
+    """A tensor of a file before its values are read: shape and dtype, and how to read its first rows."""
+
+    shape: tuple[int, ...]
+    dtype: str
+    floating: bool
+    read: Callable[[int | None], Tensor]
+    """``read(n)``: the first ``n`` entries along dim 0 (None: all of it)."""
+
+    @classmethod
+    def of(cls, t: Tensor) -> _Entry:
+        """An entry of a memory-mapped or expanded tensor (slicing it reads nothing)."""
+        return cls(tuple(t.shape), str(t.dtype), t.is_floating_point(), lambda n: t if n is None else t[:n])
+
+
+def _safetensors_entries(path: Path) -> dict[str, _Entry]:
+    """The tensors of a ``.safetensors`` file from its header; rows are read from the file on demand."""
+
+    def reader(key: str) -> Callable[[int | None], Tensor]:
+        def read(n: int | None) -> Tensor:
+            with safe_open(path, framework="pt") as f:
+                return f.get_slice(key)[:n]
+
+        return read
+
+    with safe_open(path, framework="pt") as f:
+        slices = {key: f.get_slice(key) for key in f.keys()}
+        return {
+            key: _Entry(tuple(s.get_shape()), s.get_dtype(), s.get_dtype().startswith(("F", "BF")), reader(key))
+            for key, s in slices.items()
+        }
+
+
+def load_torch_file(path: Path) -> object:
+    """The content of a ``torch.save`` file, read as data only (never code) and memory-mapped.
+
+    Memory-mapping keeps the values on disk until used, so a tensor's shape can be checked
+    before any of it is read. Only the zip format (``torch.save`` since torch 1.6) can be
+    mapped; the old format and raw pickles are refused, since they allocate whatever size
+    the file claims before reading it.
+    """
+    if not zipfile.is_zipfile(path):
+        raise ValueError(
+            "not a torch.save archive (an old-format file or a raw pickle); "
+            "save it again with torch.save (torch >= 1.6) or as .safetensors"
+        )
+    return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+
+
+def _entries(path: Path, suffix: str) -> object:
+    """The file's tensors as :class:`_Entry` (alone or in a dict), nothing read yet; a ``.pt`` may hold
+    other objects, returned as they are for :func:`_pick_entry` to name."""
+    if suffix == ".npy":
+        return _Entry.of(torch.from_numpy(np.load(path, mmap_mode="c", allow_pickle=False)))
+    if suffix == ".safetensors":
+        return _safetensors_entries(path)
+    obj = load_torch_file(path)
     if isinstance(obj, Tensor):
+        return _Entry.of(obj)
+    if isinstance(obj, dict):
+        return {str(k): _Entry.of(v) if isinstance(v, Tensor) else v for k, v in obj.items()}
+    return obj
+
+
+def _pick_entry(name: str, obj: object) -> _Entry:
+    """The images in a file's content: a tensor, or a dict with ``images``/``data`` or a single tensor."""
+    if isinstance(obj, _Entry):
         return obj
     if isinstance(obj, dict):
         for key in _TENSOR_KEYS:
-            if isinstance(obj.get(key), Tensor):
-                return obj[key]
-        tensors = [v for v in obj.values() if isinstance(v, Tensor)]
+            if isinstance(obj.get(key), _Entry):
+                return obj[key]  # type: ignore[no-any-return]
+        tensors = [v for v in obj.values() if isinstance(v, _Entry)]
         if len(tensors) == 1:
             return tensors[0]
         raise DataLoadError(
@@ -171,13 +255,19 @@ def _pick_tensor(name: str, obj: object) -> Tensor:
     raise DataLoadError(f"{name}: expected a tensor, found {type(obj).__name__}")
 
 
-def load_tensor_file(path: str | Path, input_size: Sequence[int] | None = None) -> Tensor:
+def load_tensor_file(
+    path: str | Path, input_size: Sequence[int] | None = None, max_images: int | None = None
+) -> Tensor:
     """Load a saved image tensor ``[N, C, H, W]`` (``.pt``/``.pth``, ``.npy``, ``.safetensors``) as float32.
 
     ``.pt``/``.pth`` are read with ``weights_only=True`` (a data file, never code). The
     content must be a floating tensor (3-D gets a batch dim), finite, non-empty and,
-    when ``input_size`` is given, of per-sample shape ``input_size``.
+    when ``input_size`` is given, of per-sample shape ``input_size``. ``max_images`` keeps
+    the first images. Shape, dtype and size (at most :data:`TENSOR_MAX_ELEMENTS` values) are
+    checked from the file's metadata before any value is read: a small file that claims a
+    huge tensor (e.g. a saved ``expand``) costs nothing.
     """
+    _check_max_images(max_images)
     p = Path(path)
     suffix = p.suffix.lower()
     if suffix not in TENSOR_EXTENSIONS:
@@ -185,32 +275,32 @@ def load_tensor_file(path: str | Path, input_size: Sequence[int] | None = None) 
     if not p.is_file():
         raise DataLoadError(f"{p}: no such file")
     try:
-        if suffix == ".npy":
-            obj: object = torch.from_numpy(np.load(p, allow_pickle=False))
-        elif suffix == ".safetensors":
-            obj = load_file(p)
-        else:
-            obj = torch.load(p, map_location="cpu", weights_only=True)
+        entry = _pick_entry(str(p), _entries(p, suffix))
+    except DataLoadError:
+        raise
     except Exception as exc:  # numpy, safetensors and torch's weights-only unpickler each raise their own types
         raise DataLoadError(f"{p}: cannot be read as a {suffix} tensor file ({short_reason(exc)})") from exc
-    t = _pick_tensor(str(p), obj)
-    if not t.is_floating_point():
-        raise DataLoadError(f"{p}: expected floating-point images, got dtype {t.dtype}")
-    if t.dim() == 3:
-        t = t.unsqueeze(0)
-    if t.dim() != 4:
-        raise DataLoadError(f"{p}: expected images [N, C, H, W] (or [C, H, W]), got shape {tuple(t.shape)}")
-    if t.shape[0] == 0:
-        raise DataLoadError(f"{p}: the tensor holds no images (shape {tuple(t.shape)})")
-    t = t.to(torch.float32)
+    if not entry.floating:
+        raise DataLoadError(f"{p}: expected floating-point images, got dtype {entry.dtype}")
+    if len(entry.shape) not in (3, 4):
+        raise DataLoadError(f"{p}: expected images [N, C, H, W] (or [C, H, W]), got shape {entry.shape}")
+    shape = entry.shape if len(entry.shape) == 4 else (1, *entry.shape)
+    if shape[0] == 0:
+        raise DataLoadError(f"{p}: the tensor holds no images (shape {entry.shape})")
+    if input_size is not None and shape[1:] != tuple(int(v) for v in input_size):
+        raise DataLoadError(f"{p}: per-image shape {shape[1:]} does not match the model input {tuple(input_size)}")
+    count = shape[0] if max_images is None else min(shape[0], max_images)
+    elements = count * math.prod(shape[1:])
+    if elements > TENSOR_MAX_ELEMENTS:
+        what = f"{p}: the number of values ({count:,} images of shape {shape[1:]})"
+        limit = over_limit(what, elements, TENSOR_MAX_ELEMENTS, "TENSOR_MAX_ELEMENTS")
+        raise DataLoadError(f"{limit}; take fewer images")
+    t = torch.empty((count, *shape[1:]), dtype=torch.float32)
+    t.copy_(entry.read(count if len(entry.shape) == 4 else None))  # the one copy: only the images taken
     bad = int((~torch.isfinite(t)).sum())
     if bad:
         raise DataLoadError(f"{p}: {bad} of {t.numel()} values are NaN or infinite")
-    if input_size is not None and tuple(t.shape[1:]) != tuple(int(v) for v in input_size):
-        raise DataLoadError(
-            f"{p}: per-image shape {tuple(t.shape[1:])} does not match the model input {tuple(input_size)}"
-        )
-    return t.contiguous()
+    return t
 
 
 def batched(images: Tensor, batch_size: int, num_batches: int | None = None) -> list[Tensor]:

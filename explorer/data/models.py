@@ -12,6 +12,7 @@ import difflib
 import socket
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -24,9 +25,16 @@ from timm.data import resolve_data_config
 from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
 
-from explorer.data.calibration import short_reason
+from explorer.data.calibration import load_torch_file, short_reason
 from explorer.data.demo import DEMO_SPEC, DEMO_WEIGHTS, DemoSpec, load_demo_spec
 from explorer.data.outliers import add_outlier_channels
+from explorer.limits import (
+    CALIBRATION_INPUT_BYTES,
+    CALIBRATION_MEMORY_BYTES,
+    MiB,
+    calibration_bytes_per_image,
+    over_limit,
+)
 
 DEMO_ARCH = "demo"
 CHECKPOINT_EXTENSIONS = (".pt", ".pth", ".safetensors")
@@ -109,17 +117,13 @@ def _hub_offline(enabled: bool) -> Iterator[None]:
         hf_constants.HF_HUB_OFFLINE = previous
 
 
-def load_timm_model(name: str, pretrained: bool = False, num_classes: int | None = None) -> nn.Module:
-    """A timm Vision Transformer by name (``arch`` or ``arch.tag``), in eval mode.
+def timm_architecture(name: str, **kwargs: Any) -> VisionTransformer:
+    """The architecture of timm ViT ``name`` on the meta device: no memory, no download.
 
-    The architecture is checked on the meta device first (no memory, no download),
-    so a non-ViT name fails before any weights are fetched. With ``pretrained=True``
-    and the hub unreachable, only weights already in the local cache can load.
-    ``num_classes`` overrides the classifier size.
+    A name that is unknown, does not build, or is not a ``VisionTransformer`` is a :class:`ModelLoadError`.
     """
     if not timm.is_model(name):
         raise ModelLoadError(f"unknown timm model name {name!r}{_suggest(name)}")
-    kwargs: dict[str, Any] = {} if num_classes is None else {"num_classes": num_classes}
     try:
         with torch.device("meta"):
             skeleton = timm.create_model(name, pretrained=False, **kwargs)
@@ -130,6 +134,27 @@ def load_timm_model(name: str, pretrained: bool = False, num_classes: int | None
             f"{name!r} is not a timm VisionTransformer (it builds {type(skeleton).__name__}): "
             "only ViT blocks are supported"
         )
+    return skeleton
+
+
+def architecture(name_or_arch: str) -> VisionTransformer:
+    """The untrained architecture of ``"demo"`` or a timm ViT name on the meta device (for sizing a model)."""
+    if name_or_arch == DEMO_ARCH:
+        with torch.device("meta"):
+            return build_demo_architecture(_demo_spec(DEMO_SPEC))
+    return timm_architecture(name_or_arch)
+
+
+def load_timm_model(name: str, pretrained: bool = False, num_classes: int | None = None) -> nn.Module:
+    """A timm Vision Transformer by name (``arch`` or ``arch.tag``), in eval mode.
+
+    The architecture is checked on the meta device first (no memory, no download),
+    so a non-ViT name fails before any weights are fetched. With ``pretrained=True``
+    and the hub unreachable, only weights already in the local cache can load.
+    ``num_classes`` overrides the classifier size.
+    """
+    kwargs: dict[str, Any] = {} if num_classes is None else {"num_classes": num_classes}
+    timm_architecture(name, **kwargs)
     offline = pretrained and not hf_constants.HF_HUB_OFFLINE and not _hub_reachable()
     try:
         with _hub_offline(offline):
@@ -153,9 +178,7 @@ def _read_state_dict(path: Path) -> dict[str, Tensor]:
     if not path.is_file():
         raise ModelLoadError(f"{path}: no such checkpoint file")
     try:
-        obj: object = (
-            load_file(path) if suffix == ".safetensors" else torch.load(path, map_location="cpu", weights_only=True)
-        )
+        obj: object = load_file(path) if suffix == ".safetensors" else load_torch_file(path)
     except Exception as exc:  # corrupt files raise pickle, zip, safetensors or OS errors; pickled code is refused
         raise ModelLoadError(f"{path}: cannot be read as a {suffix} checkpoint ({short_reason(exc)})") from exc
     if isinstance(obj, Mapping):
@@ -174,7 +197,11 @@ def _read_state_dict(path: Path) -> dict[str, Tensor]:
 
 
 def _load_state_dict_checked(model: nn.Module, state: dict[str, Tensor], path: Path) -> None:
-    """Load ``state`` strictly, reporting missing/unexpected keys and shape mismatches by name."""
+    """Load ``state`` strictly, reporting missing/unexpected keys, shape and dtype mismatches by name.
+
+    A complex or integer tensor for a floating-point weight is refused: copying it would drop the
+    imaginary part or quietly turn codes into values.
+    """
     expected = model.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
@@ -183,7 +210,17 @@ def _load_state_dict_checked(model: nn.Module, state: dict[str, Tensor], path: P
         for k, v in state.items()
         if k in expected and v.shape != expected[k].shape
     ]
-    groups = (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", mismatched))
+    wrong_dtypes = [
+        f"{k}: checkpoint {v.dtype} vs model {expected[k].dtype}"
+        for k, v in state.items()
+        if k in expected and (v.is_complex() or v.is_floating_point() != expected[k].is_floating_point())
+    ]
+    groups = (
+        ("missing keys", missing),
+        ("unexpected keys", unexpected),
+        ("shape mismatches", mismatched),
+        ("dtype mismatches (real floating-point weights are needed; nothing is cast silently)", wrong_dtypes),
+    )
     problems = [
         f"{label} ({len(items)}): {', '.join(items[:_MAX_LISTED])}{', ...' if len(items) > _MAX_LISTED else ''}"
         for label, items in groups
@@ -222,3 +259,55 @@ def model_input_config(model: nn.Module) -> tuple[tuple[int, int, int], tuple[fl
     if isinstance(model, VisionTransformer):
         h, w = (int(v) for v in model.patch_embed.img_size)
     return (c, h, w), tuple(float(v) for v in cfg["mean"]), tuple(float(v) for v in cfg["std"])
+
+
+@dataclass(frozen=True)
+class CalibrationBounds:
+    """The largest calibration a model allows within the memory budgets of :mod:`explorer.limits`."""
+
+    bytes_per_image: int
+    """Estimated calibration memory per image (see :func:`explorer.limits.calibration_bytes_per_image`)."""
+    image_bytes: int
+    """One input image as float32."""
+
+    @property
+    def max_batch_size(self) -> int:
+        """Largest batch whose calibration fits :data:`CALIBRATION_MEMORY_BYTES`."""
+        return max(1, CALIBRATION_MEMORY_BYTES // self.bytes_per_image)
+
+    @property
+    def max_images(self) -> int:
+        """Most calibration images that fit :data:`CALIBRATION_INPUT_BYTES` together."""
+        return max(1, CALIBRATION_INPUT_BYTES // self.image_bytes)
+
+    def max_batches(self, batch_size: int) -> int:
+        """Most batches of ``batch_size`` within :attr:`max_images`."""
+        return max(1, self.max_images // batch_size)
+
+    def check(self, batch_size: int, num_batches: int) -> None:
+        """Refuse (ValueError naming the limit and the value) a calibration above these bounds, before it runs."""
+        if batch_size > self.max_batch_size:
+            what = f"the batch size (about {self.bytes_per_image / MiB:.1f} MiB of activations per image)"
+            detail = over_limit(what, batch_size, self.max_batch_size, "CALIBRATION_MEMORY_BYTES")
+            raise ValueError(f"{detail}; choose a smaller batch size")
+        images = batch_size * num_batches
+        if images > self.max_images:
+            what = f"the number of calibration images ({num_batches} batches × {batch_size})"
+            detail = over_limit(what, images, self.max_images, "CALIBRATION_INPUT_BYTES")
+            raise ValueError(f"{detail}; choose at most {self.max_batches(batch_size)} batches")
+
+
+def calibration_bounds(model: nn.Module) -> CalibrationBounds:
+    """The :class:`CalibrationBounds` of a timm ViT, from its sizes alone (a meta-device model will do)."""
+    if not isinstance(model, VisionTransformer) or not len(model.blocks):
+        raise ModelLoadError("calibration bounds need a timm VisionTransformer with at least one block")
+    block = model.blocks[0]
+    per_image = calibration_bytes_per_image(
+        blocks=len(model.blocks),
+        tokens=model.patch_embed.num_patches + model.num_prefix_tokens,
+        dim=model.embed_dim,
+        heads=block.attn.num_heads,
+        mlp_hidden=block.mlp.fc1.out_features,
+    )
+    (channels, height, width), _, _ = model_input_config(model)
+    return CalibrationBounds(per_image, 4 * channels * height * width)

@@ -85,7 +85,7 @@ def current_run(request: SidebarResult) -> Loaded | None:
             _adopt(new)
             loaded = new
     elif request.calibrate:
-        st.error("Calibration needs a valid config: fix the config in the sidebar first.")
+        st.error("Calibration needs valid settings: fix what the sidebar reports first.")
     failed = st.session_state.get(FAILED)
     if failed is not None and failed[0] == wanted:
         kept = " The last good calibration is still shown." if loaded is not None else ""

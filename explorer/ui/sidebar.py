@@ -18,7 +18,14 @@ from explorer.stats import DEFAULT_ALPHA_FLOOR
 from explorer.config import ConfigError, QuantConfig, load_config
 from explorer.data import DEMO_ARCH
 from explorer.data.calibration import IMAGE_EXTENSIONS, TENSOR_EXTENSIONS
-from explorer.data.models import CHECKPOINT_EXTENSIONS
+from explorer.data.models import (
+    CHECKPOINT_EXTENSIONS,
+    CalibrationBounds,
+    ModelLoadError,
+    architecture,
+    calibration_bounds,
+)
+from explorer.ui.serving import PATHS_DISABLED, path_policy
 from explorer.ui.sources import DataSource, ModelSource, Settings, Upload, available_devices
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
@@ -28,6 +35,9 @@ AS_IN_CONFIG = "as in config"
 GLOBAL_BITS: tuple[Any, ...] = (AS_IN_CONFIG, 8, 6, 4)
 DEFAULT_BATCHES = 4
 DEFAULT_BATCH_SIZE = 32
+MAX_BATCHES = 10_000
+MAX_BATCH_SIZE = 65_536
+"""Widget maxima only; what a model really allows is checked against its :class:`CalibrationBounds`."""
 
 MODEL_KINDS = {
     "demo": "Demo ViT (digits)",
@@ -49,6 +59,16 @@ def _upload(key: str, label: str, types: list[str], help_text: str) -> Upload | 
     return None if file is None else Upload.of(file.name, file.getvalue())
 
 
+def _path_input(label: str, key: str, disabled: bool) -> str:
+    """A text input for a server path, or a note saying why there is none (paths disabled while serving)."""
+    policy = path_policy()
+    if not policy.allows_paths:
+        st.caption(PATHS_DISABLED.capitalize())
+        return ""
+    where = "" if policy.roots is None else f" Only inside: {', '.join(map(str, policy.roots))}."
+    return st.text_input(label, key=key, disabled=disabled, help=f"A path on the machine running the app.{where}")
+
+
 def model_source() -> ModelSource:
     """Widgets of the model section."""
     kind = st.radio("Model", list(MODEL_KINDS), format_func=MODEL_KINDS.__getitem__, key="model_kind")
@@ -68,7 +88,7 @@ def model_source() -> ModelSource:
             _suffixes(CHECKPOINT_EXTENSIONS),
             "A state_dict (.pt/.pth/.safetensors).",
         )
-        path = st.text_input("…or checkpoint path", key="ckpt_path", disabled=upload is not None)
+        path = _path_input("…or checkpoint path", "ckpt_path", upload is not None)
         arch = st.text_input(
             "Architecture", value=DEMO_ARCH, key="ckpt_arch", help="'demo' for the embedded digits ViT, or a timm name."
         )
@@ -80,7 +100,7 @@ def data_source() -> DataSource:
     """Widgets of the calibration data section."""
     kind = st.radio("Calibration data", list(DATA_KINDS), format_func=DATA_KINDS.__getitem__, key="data_kind")
     if kind == "folder":
-        return DataSource("folder", path=st.text_input("Image folder path", key="data_folder"))
+        return DataSource("folder", path=_path_input("Image folder path", "data_folder", False))
     if kind == "upload":
         files = st.file_uploader(
             "Images", type=_suffixes(IMAGE_EXTENSIONS), accept_multiple_files=True, key="data_upload"
@@ -93,16 +113,20 @@ def data_source() -> DataSource:
             _suffixes(TENSOR_EXTENSIONS),
             "Images [N, C, H, W] as .pt/.npy/.safetensors.",
         )
-        path = st.text_input("…or tensor file path", key="tensor_path", disabled=upload is not None)
+        path = _path_input("…or tensor file path", "tensor_path", upload is not None)
         return DataSource("tensor", path=path, uploads=() if upload is None else (upload,))
     return DataSource()
 
 
 @st.cache_resource(max_entries=32, show_spinner=False)
-def parse_config(text: str) -> QuantConfig:
-    """A validated config from YAML ``text`` (raises ConfigError naming the line); cached as a resource
-    because configs are immutable and hold read-only views that do not pickle."""
-    return load_config(text)
+def parse_config(text: str) -> QuantConfig | ConfigError:
+    """A validated config from YAML ``text``, or the ConfigError naming the line; cached as a resource
+    because configs are immutable and hold read-only views that do not pickle. Failures are cached
+    too, so that a bad upload costs its parse once, not again on every rerun."""
+    try:
+        return load_config(text)
+    except ConfigError as exc:
+        return exc
 
 
 def base_config() -> tuple[QuantConfig, str]:
@@ -127,10 +151,9 @@ def base_config() -> tuple[QuantConfig, str]:
     else:
         name = choice
         text = (CONFIG_DIR / choice).read_text(encoding="utf-8-sig")
-    try:
-        config = parse_config(text)
-    except ConfigError as exc:
-        raise ConfigError(f"{name}: {exc}") from exc
+    config = parse_config(text)
+    if isinstance(config, ConfigError):
+        raise ConfigError(f"{name}: {config}")
     bits = st.selectbox(
         "Bits (all points)",
         GLOBAL_BITS,
@@ -144,6 +167,36 @@ def base_config() -> tuple[QuantConfig, str]:
     for warning in config.warnings:
         st.warning(warning)
     return config, name
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def model_bounds(arch: str) -> CalibrationBounds | None:
+    """The calibration bounds of the architecture ``arch`` ("demo" or a timm name), sized on the meta
+    device; None when it does not build (loading the model will report why)."""
+    try:
+        return calibration_bounds(architecture(arch.strip() or DEMO_ARCH))
+    except ModelLoadError:
+        return None
+
+
+def batch_inputs(bounds: CalibrationBounds | None) -> tuple[int, int, bool]:
+    """Batches and batch size, the model's maxima shown beside them; False (with the reason shown)
+    when they exceed the model's bounds."""
+    col1, col2 = st.columns(2)
+    num_batches = int(col1.number_input("Batches", 1, MAX_BATCHES, DEFAULT_BATCHES, key="num_batches"))
+    batch_size = int(col2.number_input("Batch size", 1, MAX_BATCH_SIZE, DEFAULT_BATCH_SIZE, key="batch_size"))
+    if bounds is None:
+        return num_batches, batch_size, True
+    st.caption(
+        f"This model allows batches of at most {bounds.max_batch_size:,} images and "
+        f"{bounds.max_images:,} calibration images in all (memory limits in explorer/limits.py)."
+    )
+    try:
+        bounds.check(batch_size, num_batches)
+    except ValueError as exc:
+        st.error(f"Batches not usable: {exc}")
+        return num_batches, batch_size, False
+    return num_batches, batch_size, True
 
 
 @dataclass(frozen=True)
@@ -160,9 +213,9 @@ def sidebar() -> SidebarResult:
         st.header("Setup")
         model = model_source()
         data = data_source()
-        col1, col2 = st.columns(2)
-        num_batches = int(col1.number_input("Batches", 1, 10_000, DEFAULT_BATCHES, key="num_batches"))
-        batch_size = int(col2.number_input("Batch size", 1, 4096, DEFAULT_BATCH_SIZE, key="batch_size"))
+        num_batches, batch_size, sizes_ok = batch_inputs(
+            model_bounds(model.name if model.kind != "demo" else DEMO_ARCH)
+        )
         alpha_floor = float(
             st.number_input(
                 "Lowest percentile_alpha to explore",
@@ -183,6 +236,7 @@ def sidebar() -> SidebarResult:
         except (ConfigError, ValueError, OSError) as exc:
             st.error(f"Config not usable: {exc}")
         else:
-            settings = Settings(model, data, num_batches, batch_size, device, config, config_name, alpha_floor)
+            if sizes_ok:
+                settings = Settings(model, data, num_batches, batch_size, device, config, config_name, alpha_floor)
         clicked = st.button("Calibrate", type="primary", key="calibrate", width="stretch")
     return SidebarResult(settings, clicked)

@@ -33,6 +33,7 @@ from explorer.data import (
     load_uploaded_images,
 )
 from explorer.data.demo import demo_images, normalize
+from explorer.ui.serving import path_policy
 
 MAX_HOLDOUT_IMAGES = 256
 """At most this many images are evaluated for accuracy (twice: FP32 and quantized)."""
@@ -133,6 +134,14 @@ def _from_upload(upload: Upload, load: Callable[[Path], T], error: type[Exceptio
             raise error(str(exc).replace(str(path), upload.name)) from exc
 
 
+def server_path(text: str, error: type[Exception], missing: str) -> Path:
+    """The server path typed as ``text``, as :func:`path_policy` allows; ``missing`` when none was typed."""
+    policy = path_policy()
+    if policy.allows_paths and not text.strip():
+        raise error(missing)
+    return policy.resolve(text.strip(), error)
+
+
 def load_model(source: ModelSource, device: str) -> nn.Module:
     """The model of ``source`` on ``device``, in eval mode (raises :class:`ModelLoadError`)."""
     if source.kind == "timm":
@@ -143,10 +152,9 @@ def load_model(source: ModelSource, device: str) -> nn.Module:
         arch = source.name.strip() or DEMO_ARCH
         if source.upload is not None:
             model = _from_upload(source.upload, lambda p: load_checkpoint(p, arch), ModelLoadError)
-        elif source.path.strip():
-            model = load_checkpoint(source.path.strip(), arch)
         else:
-            raise ModelLoadError("upload a checkpoint file or enter its path")
+            path = server_path(source.path, ModelLoadError, "upload a checkpoint file or enter its path")
+            model = load_checkpoint(path, arch)
     else:
         model = load_demo_model(outlier_channels=source.outlier_channels)
     return model.to(device).eval()
@@ -171,22 +179,20 @@ def load_images(source: DataSource, input_config: InputConfig, calibration_image
     """Images ``[N, C, H, W]`` prepared for a model with ``input_config`` (raises DataLoadError).
 
     Reads what calibration needs plus, for user data, up to :data:`MAX_HOLDOUT_IMAGES` more to
-    measure accuracy on (the demo has its own test split for that).
+    measure accuracy on (the demo has its own test split for that); nothing beyond is read.
     """
     size, mean, std = input_config
     limit = calibration_images + MAX_HOLDOUT_IMAGES
     if source.kind == "folder":
-        if not source.path.strip():
-            raise DataLoadError("enter the path of an image folder")
-        return load_image_folder(source.path.strip(), size, mean, std, max_images=limit)
+        folder = server_path(source.path, DataLoadError, "enter the path of an image folder")
+        return load_image_folder(folder, size, mean, std, max_images=limit)
     if source.kind == "upload":
         return load_uploaded_images([(u.name, u.data) for u in source.uploads], size, mean, std, max_images=limit)
     if source.kind == "tensor":
         if source.uploads:
-            return _from_upload(source.uploads[0], lambda p: load_tensor_file(p, size), DataLoadError)[:limit]
-        if not source.path.strip():
-            raise DataLoadError("upload a tensor file or enter its path")
-        return load_tensor_file(source.path.strip(), size)[:limit]
+            return _from_upload(source.uploads[0], lambda p: load_tensor_file(p, size, limit), DataLoadError)
+        path = server_path(source.path, DataLoadError, "upload a tensor file or enter its path")
+        return load_tensor_file(path, size, limit)
     return _demo_for(input_config, "train", calibration_images)[0]
 
 
