@@ -226,9 +226,9 @@ def test_histogram_coarsening_is_exact_and_order_free() -> None:
     lo, hi = x.amin(1), x.amax(1)
     fine = SignedHistogram.empty(3, 1024).counted(x, lo, hi)
     big = fine.with_exponent(fine.exponent + 3)
-    direct = SignedHistogram(
-        torch.zeros_like(fine.counts), fine.exponent + 3, torch.zeros_like(fine.zeros)
-    ).counted(x, lo, hi)
+    direct = SignedHistogram(torch.zeros_like(fine.counts), fine.exponent + 3, torch.zeros_like(fine.zeros)).counted(
+        x, lo, hi
+    )
     assert torch.equal(big.counts, direct.counts) and torch.equal(big.zeros, direct.zeros)
     assert bool((fine.total() == 5000).all())
     # magnitudes: both sides on one grid, zeros in bin 0

@@ -23,7 +23,7 @@ from explorer import (
     load_config,
 )
 from explorer.analysis import evaluate_quantized
-from explorer.config import ACTIVATION_POINTS, ALL_POINTS, WEIGHT_POINTS, ConfigWarning, PointConfig, QuantConfig
+from explorer.config import ACTIVATION_POINTS, ALL_POINTS, WEIGHT_POINTS, ConfigWarning, QuantConfig
 from explorer.data import demo_batches
 from explorer.stats import PointStats
 

@@ -14,14 +14,10 @@ from torch import Tensor
 
 from explorer.bit_type import BitType
 from explorer.quant_ops import is_symmetric, qparams_from_range
+from explorer.stats.layout import CALIBRATION_MODES, MODULE_TYPES, channel_dim, channel_rows, checked_tensor
 
 if TYPE_CHECKING:
     from explorer.stats.point_stats import PointStats, StatsView
-
-MODULE_TYPES = ("activation", "linear_weight", "conv_weight")
-CALIBRATION_MODES = ("layer_wise", "channel_wise")
-# Tensor ranks each module type accepts.
-_RANKS = {"activation": (2, 3, 4), "linear_weight": (2,), "conv_weight": (3, 4, 5)}
 
 
 class Observer(ABC):
@@ -87,7 +83,9 @@ class Observer(ABC):
         """Take this observer's statistics from a point's :class:`~explorer.stats.PointStats`
         (replacing any it had): the same result as feeding it the batches those statistics saw."""
         if stats.module_type != self.module_type:
-            raise ValueError(f"{self._name}.fit: statistics of a {stats.module_type} point, observer for {self.module_type}")
+            raise ValueError(
+                f"{self._name}.fit: statistics of a {stats.module_type} point, observer for {self.module_type}"
+            )
         view = stats.view(self.calibration_mode)
         self._check_values(view.min, view.max)
         self._fit(view)
@@ -190,55 +188,3 @@ class Observer(ABC):
         shape = [1] * self._ndim
         shape[channel_dim(self._ndim, self.module_type)] = t.numel()
         return t.reshape(shape)
-
-
-def checked_tensor(v: Tensor, module_type: str, ndim: int | None, where: str) -> Tensor:
-    """``v`` detached as float32 after checking what an observer of ``module_type`` accepts
-    (a floating-point, non-empty tensor of the right rank, the same rank as before)."""
-    if module_type not in MODULE_TYPES:
-        raise ValueError(f"{where}: module_type {module_type!r} is not one of {', '.join(MODULE_TYPES)}")
-    if not isinstance(v, Tensor):
-        raise TypeError(f"{where} expects a torch.Tensor, got {type(v).__name__}")
-    if not v.is_floating_point():
-        raise TypeError(f"{where} expects a floating-point tensor (float32/float16/bfloat16/float64), got {v.dtype}")
-    if v.numel() == 0:
-        raise ValueError(f"{where} got an empty tensor of shape {tuple(v.shape)}")
-    ranks = _RANKS[module_type]
-    if v.dim() not in ranks:
-        raise ValueError(
-            f"{where}: a {module_type} tensor must have {' or '.join(map(str, ranks))} dims, got shape {tuple(v.shape)}"
-        )
-    if ndim is not None and v.dim() != ndim:
-        raise ValueError(f"{where}: got a {v.dim()}-D tensor after {ndim}-D ones; one observer watches one kind of tensor")
-    v = v.detach()
-    return v if v.dtype == torch.float32 else v.float()
-
-
-def flat_in_memory_order(t: Tensor) -> Tensor:
-    """A 1-D view of ``t`` in memory order (no copy for contiguous or transposed 2-D tensors).
-
-    For order-free reductions such as ``bincount`` over ``[channels, values]`` rows.
-    """
-    if t.is_contiguous():
-        return t.view(-1)
-    if t.dim() == 2 and t.t().is_contiguous():
-        return t.t().reshape(-1)
-    return t.reshape(-1)
-
-
-def channel_dim(ndim: int, module_type: str) -> int:
-    """The channel axis of a tensor of rank ``ndim`` (see :class:`Observer`)."""
-    if module_type != "activation":
-        return 0
-    return 1 if ndim == 4 else ndim - 1
-
-
-def channel_rows(v: Tensor, module_type: str) -> Tensor:
-    """``v`` as ``[channels, values]`` along its channel axis (a view where possible)."""
-    dim = channel_dim(v.dim(), module_type)
-    channels = v.shape[dim]
-    if dim == 0:
-        return v.reshape(channels, -1)
-    if dim == v.dim() - 1:
-        return v.reshape(-1, channels).t()
-    return v.transpose(0, dim).reshape(channels, -1)

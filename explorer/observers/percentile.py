@@ -8,8 +8,8 @@ from torch import Tensor
 
 from explorer.bit_type import BitType
 from explorer.observers.base import Observer
-from explorer.observers.quantile import row_quantile
 from explorer.observers.registry import register_observer
+from explorer.stats.quantile import row_quantile
 
 if TYPE_CHECKING:
     from explorer.stats.point_stats import StatsView

@@ -1,9 +1,9 @@
 """Sign-magnitude histograms on power-of-two bin widths: exact to merge, exact to coarsen.
 
-Each row (a channel, or a whole point) counts ``|x|`` separately for negative and positive
-values, ``half_bins`` bins per side; bin ``k`` of a side covers magnitudes
-``[k * 2**e, (k + 1) * 2**e)`` where ``e`` is that side's exponent. Exact zeros are counted
-apart. Because every width is a power of two and every grid starts at zero, a coarser grid is
+Each row (a channel, or a whole point) counts negative and positive values separately,
+``half_bins`` bins per side, by magnitude: with ``w = 2**e`` (``e`` that side's exponent),
+positive bin ``k`` covers ``[k w, (k + 1) w)`` and negative bin ``k`` covers ``[-(k + 1) w, -k w)``
+(the bins of ``floor(x / w)``). Exact zeros are counted apart. Because every width is a power of two and every grid starts at zero, a coarser grid is
 obtained by shifting bin indices (``k >> s``): counts stay integers, nothing is interpolated, and
 a histogram built batch by batch equals one built from the merged parts in any grouping. The
 exponent of a side is the smallest that keeps the largest magnitude seen inside ``half_bins``
@@ -17,11 +17,15 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from explorer.stats.layout import flat_in_memory_order
+
 # The finest bin width is 2**EXP_MIN: scaling by 2**-EXP_MIN stays finite in float32, and any
 # magnitude below it (subnormals) lands in the first bin.
 EXP_MIN = -126
 # Shifts beyond this collapse every bin into bin 0 (int64 shifts must stay below 64).
 _MAX_SHIFT = 62
+# Bin indices are computed in float32 while they stay exact there.
+_FLOAT_EXACT = 1 << 24
 
 
 def needed_exponent(reach: Tensor, half_bins: int) -> Tensor:
@@ -88,33 +92,61 @@ class SignedHistogram:
         shift = exponent - self.exponent
         if bool((shift < 0).any()):
             raise ValueError("with_exponent can only coarsen a histogram")
-        return SignedHistogram(shift_bins(self.counts, shift), exponent.clone(), self.zeros.clone())
+        if not bool((shift > 0).any()):
+            return self
+        return SignedHistogram(shift_bins(self.counts, shift), exponent.clone(), self.zeros)
 
-    def counted(self, rows: Tensor, lo: Tensor, hi: Tensor) -> SignedHistogram:
-        """This histogram plus the values of ``rows [R, n]`` (float32; ``lo``/``hi`` their row extremes).
+    def grown_for(self, lo: Tensor, hi: Tensor) -> SignedHistogram:
+        """This histogram on grids wide enough for rows whose extremes are ``lo``/``hi``."""
+        reach = torch.stack([(-lo).clamp_min(0), hi.clamp_min(0)], dim=1)
+        return self.with_exponent(torch.maximum(self.exponent, needed_exponent(reach, self.half_bins)))
+
+    def binned(self, rows: Tensor, lo: Tensor, hi: Tensor, zeros: Tensor) -> Tensor:
+        """``[R, 2, H]`` counts of ``rows [R, n]`` alone on this histogram's grids (which must cover
+        them: see :meth:`grown_for`), exact zeros (``zeros [R]``, counted by the caller) left out.
+
+        Few passes over the data: one scale, floor, clamp and offset in float32 (exact while the
+        indices stay below 2**24), one conversion and one ``bincount``.
+        """
+        half, count = self.half_bins, self.rows
+        inverse = torch.ldexp(torch.ones_like(self.exponent, dtype=torch.float32), -self.exponent)  # exact powers of 2
+        has_neg, has_pos = lo < 0, hi > 0
+        # A row with values on one side only (or the same grid on both) needs one factor for all its values.
+        one_factor = (self.exponent[:, 0] == self.exponent[:, 1]) | ~has_neg | ~has_pos
+        if bool(one_factor.all()):
+            factor = torch.where(has_neg & ~has_pos, inverse[:, 0], inverse[:, 1]).unsqueeze(1)
+        else:
+            factor = torch.where(rows < 0, inverse[:, :1], inverse[:, 1:])
+        index = torch.mul(rows, factor).floor_().clamp_(-half, half - 1)  # negative values: -1 .. -H
+        if count * 2 * half < _FLOAT_EXACT:
+            index += (torch.arange(count, device=rows.device, dtype=index.dtype) * (2 * half) + half).unsqueeze(1)
+            flat = flat_in_memory_order(index).long()
+        else:
+            flat = index.long()
+            flat += (torch.arange(count, device=rows.device) * (2 * half) + half).unsqueeze(1)
+            flat = flat_in_memory_order(flat)
+        ascending = torch.bincount(flat, minlength=count * 2 * half).view(count, 2 * half)
+        ascending[:, half] -= zeros.to(ascending.dtype)  # zeros fell in the first positive bin; kept apart
+        return torch.stack([ascending[:, :half].flip(1), ascending[:, half:]], dim=1)
+
+    def counted(self, rows: Tensor, lo: Tensor, hi: Tensor, zeros: Tensor | None = None) -> SignedHistogram:
+        """This histogram plus the values of ``rows [R, n]`` (float32; ``lo``/``hi`` their row extremes,
+        ``zeros`` their count of exact zeros if known).
 
         Returns a new histogram: ``self`` is unchanged, so a failure leaves no half-counted state.
         """
-        reach = torch.stack([(-lo).clamp_min(0), hi.clamp_min(0)], dim=1)
-        exponent = torch.maximum(self.exponent, needed_exponent(reach, self.half_bins))
-        grown = self.with_exponent(exponent)
-        half, count = self.half_bins, self.rows
-        negative = rows < 0
-        inverse = torch.ldexp(torch.ones_like(exponent, dtype=torch.float32), -exponent)  # exact powers of two
-        scale = torch.where(negative, inverse[:, :1], inverse[:, 1:]) if bool(negative.any()) else inverse[:, 1:]
-        index = torch.floor_(rows.abs() * scale).clamp_(max=half - 1).long()
-        index += (~negative).long() * half  # side 0: negative values, side 1: positive
-        index += torch.arange(count, device=rows.device).unsqueeze(1) * (2 * half)
-        binned = torch.bincount(index.view(-1) if index.is_contiguous() else index.reshape(-1), minlength=count * 2 * half)
-        zeros = (rows == 0).sum(dim=1)
-        binned = binned.view(count, 2, half)
-        binned[:, 1, 0] -= zeros  # zeros fell in the first positive bin; they are kept apart
-        return SignedHistogram(grown.counts + binned, exponent, grown.zeros + zeros)
+        zeros = (rows == 0).sum(dim=1) if zeros is None else zeros
+        grown = self.grown_for(lo, hi)
+        counts = grown.binned(rows, lo, hi, zeros)
+        counts += grown.counts
+        return SignedHistogram(counts, grown.exponent, grown.zeros + zeros)
 
     def merged(self, other: SignedHistogram) -> SignedHistogram:
         """The sum of two histograms of the same rows (exact)."""
         if other.counts.shape != self.counts.shape:
-            raise ValueError(f"cannot merge histograms of shapes {tuple(self.counts.shape)} and {tuple(other.counts.shape)}")
+            raise ValueError(
+                f"cannot merge histograms of shapes {tuple(self.counts.shape)} and {tuple(other.counts.shape)}"
+            )
         exponent = torch.maximum(self.exponent, other.exponent)
         a, b = self.with_exponent(exponent), other.with_exponent(exponent)
         return SignedHistogram(a.counts + b.counts, exponent, a.zeros + b.zeros)
@@ -141,8 +173,7 @@ class SignedHistogram:
     def ascending(self) -> tuple[Tensor, Tensor]:
         """``(counts [R, 2H], edges [R, 2H + 1])`` from the most negative bin to the most positive.
 
-        Negative bin ``k`` covers ``(-(k + 1) w, -k w]``; as intervals for integration this is
-        ``[-(k + 1) w, -k w]``. Exact zeros are not included.
+        Exact zeros are not included.
         """
         counts = torch.cat([self.counts[:, 0].flip(1), self.counts[:, 1]], dim=1)
         steps = torch.arange(-self.half_bins, self.half_bins + 1, dtype=torch.float64, device=self.counts.device)
@@ -152,7 +183,7 @@ class SignedHistogram:
 
     def magnitude(self) -> tuple[Tensor, Tensor]:
         """``(counts [R, H], width [R])``: the histogram of ``|x|`` (zeros in bin 0), on the
-        coarser of the two sides' grids."""
+        coarser of the two sides' grids (a negative value exactly on a bin edge counts one bin lower)."""
         exponent = self.exponent.amax(dim=1, keepdim=True).expand(-1, 2)
         grown = self.with_exponent(exponent)
         counts = grown.counts.sum(dim=1)

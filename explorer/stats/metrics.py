@@ -112,7 +112,9 @@ def error_from_values(rows: Tensor, scale: Tensor, zero_point: Tensor, bit_type:
     clipped = (x < lo - s / 2) | (x > hi + s / 2)
     total, clip = float(error.sum()), float(error[clipped].sum())
     n = x.numel()
-    return ErrorBreakdown(total / n, ratio_db(float((x * x).sum()), total), int(clipped.sum()) / n, clip / n, (total - clip) / n)
+    return ErrorBreakdown(
+        total / n, ratio_db(float((x * x).sum()), total), int(clipped.sum()) / n, clip / n, (total - clip) / n
+    )
 
 
 def error_from_stats(view: StatsView, scale: Tensor, zero_point: Tensor, bit_type: BitType) -> ErrorBreakdown:

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from explorer.observers.base import CALIBRATION_MODES, channel_rows, checked_tensor
-from explorer.observers.quantile import row_ends, tail_length, tail_quantile
 from explorer.stats.histogram import SignedHistogram
+from explorer.stats.layout import CALIBRATION_MODES, channel_rows, checked_tensor
+from explorer.stats.quantile import row_ends, tail_length, tail_quantile
 
 DEFAULT_ALPHA_FLOOR = 0.999
 # Whole-point histograms: bins per side (enough for KL at kl_bins up to 32768, i.e. int16).
@@ -96,6 +96,28 @@ class BatchEnds:
         return cls(list(top.split(kept, dim=1)), list(bottom.split(kept, dim=1)), lengths)
 
 
+def _ends_by_threshold(values: Tensor, counts: Tensor, exponent: Tensor, zeros: int, k: int) -> tuple[Tensor, Tensor]:
+    """The ``k`` largest and ``k`` smallest of ``values`` (as ``[1, k]``, sorted outwards-in), found by
+    reading thresholds off their own histogram (``counts [2, H]`` on grids ``exponent [2]``) and
+    selecting only the values beyond them: two cheap passes instead of a top-k over everything."""
+    half = counts.shape[1]
+    width = torch.ldexp(torch.ones(2, dtype=torch.float64), exponent.cpu())
+    ascending = torch.cat([counts[0].flip(0), counts.new_tensor([zeros]), counts[1]]).cpu()  # [2H + 1]; zeros at H
+    # Bin i covers [lower_i, upper_i): negative bin m = H-1-i is [-(m+1) w, -m w), bin H is {0}, positive k = i-H-1.
+    index = torch.arange(2 * half + 1, dtype=torch.float64)
+    lower = torch.where(index < half, -(half - index) * width[0], (index - half - 1) * width[1])
+    upper = torch.where(index < half, -(half - 1 - index) * width[0], (index - half) * width[1])
+    lower[half] = upper[half] = 0.0
+    first_top = int(torch.nonzero(ascending.flip(0).cumsum(0) >= k)[0])
+    top_bin = 2 * half - first_top
+    high = values[values >= lower[top_bin].item()]
+    bottom_bin = int(torch.nonzero(ascending.cumsum(0) >= k)[0])
+    low = values[values <= 0] if bottom_bin == half else values[values < upper[bottom_bin].item()]
+    top = torch.topk(high, k, largest=True, sorted=True).values.unsqueeze(0)
+    bottom = torch.topk(low, k, largest=False, sorted=True).values.unsqueeze(0)
+    return top, bottom
+
+
 @dataclass(frozen=True)
 class StatsView:
     """A point's statistics seen at one granularity: rows are its channels (channel-wise) or one
@@ -155,13 +177,23 @@ class PointStats:
                 f"PointStats.update: the tensor has {bad} NaN/Inf value(s) of {rows.numel()}; statistics were left unchanged"
             )
         flat = v.reshape(1, -1)
+        zeros = (rows == 0).sum(dim=1)
+        point_zeros = zeros.sum().reshape(1)
         channel_hist = self.channel_hist or SignedHistogram.empty(channels, channel_half_bins(channels), v.device)
-        point_hist = self.point_hist or SignedHistogram.empty(1, POINT_HALF_BINS, v.device)
-        channel_hist = channel_hist.counted(rows, lo, hi)
-        point_hist = point_hist.counted(flat, lo.amin().reshape(1), hi.amax().reshape(1))
+        channel_hist = channel_hist.counted(rows, lo, hi, zeros)
+        point_lo, point_hi = lo.amin().reshape(1), hi.amax().reshape(1)
+        grown = (self.point_hist or SignedHistogram.empty(1, POINT_HALF_BINS, v.device)).grown_for(point_lo, point_hi)
+        batch_counts = grown.binned(flat, point_lo, point_hi, point_zeros)
+        point_hist = SignedHistogram(batch_counts + grown.counts, grown.exponent, grown.zeros + point_zeros)
         top, bottom = row_ends(rows, tail_length(n, self.alpha_floor))
-        point_top, point_bottom = row_ends(flat, tail_length(flat.shape[1], self.alpha_floor))
-        sumsq = rows.square().sum(dim=1, dtype=torch.float64)
+        point_top, point_bottom = _ends_by_threshold(
+            flat.view(-1),
+            batch_counts[0],
+            grown.exponent[0],
+            int(point_zeros),
+            tail_length(flat.shape[1], self.alpha_floor),
+        )
+        sumsq = torch.linalg.vector_norm(rows, dim=1).double().square()
         # commit
         self.channel_hist, self.point_hist = channel_hist, point_hist
         self.channel_ends.top.append(top)
@@ -173,7 +205,11 @@ class PointStats:
         if self.min is None or self.max is None or self.sumsq is None:
             self.min, self.max, self.sumsq = lo, hi, sumsq
         else:
-            self.min, self.max, self.sumsq = torch.minimum(self.min, lo), torch.maximum(self.max, hi), self.sumsq + sumsq
+            self.min, self.max, self.sumsq = (
+                torch.minimum(self.min, lo),
+                torch.maximum(self.max, hi),
+                self.sumsq + sumsq,
+            )
         if self.raw is not None:
             self.raw = self.raw + [rows.clone()] if (self.count + n) * channels <= RAW_LIMIT else None
         self.count += n
@@ -285,7 +321,8 @@ class PointStats:
             "batches in the tails": len(channel_ends.lengths) == len(point_ends.lengths) == num_batches,
             "channel tails rows": all(t.shape[0] == channels for t in channel_ends.top),
             "value count": sum(channel_ends.lengths) == count and ndim in (2, 3, 4, 5),
-            "histogram totals": bool((channel_hist.total() == count).all()) and int(point_hist.total()) == count * channels,
+            "histogram totals": bool((channel_hist.total() == count).all())
+            and int(point_hist.total()) == count * channels,
         }
         wrong = [name for name, ok in checks.items() if not ok]
         if wrong:

@@ -13,8 +13,6 @@ from typing import Any
 
 import streamlit as st
 
-from explorer.stats import DEFAULT_ALPHA_FLOOR
-
 from explorer.config import ConfigError, QuantConfig, load_config
 from explorer.data import DEMO_ARCH
 from explorer.data.calibration import IMAGE_EXTENSIONS, TENSOR_EXTENSIONS
@@ -25,6 +23,7 @@ from explorer.data.models import (
     architecture,
     calibration_bounds,
 )
+from explorer.stats import DEFAULT_ALPHA_FLOOR
 from explorer.ui.serving import PATHS_DISABLED, path_policy
 from explorer.ui.sources import DataSource, ModelSource, Settings, Upload, available_devices
 

@@ -20,7 +20,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from explorer.config import QuantConfig
-from explorer.stats import DEFAULT_ALPHA_FLOOR
 from explorer.data import (
     DEMO_ARCH,
     DataLoadError,
@@ -33,6 +32,7 @@ from explorer.data import (
     load_uploaded_images,
 )
 from explorer.data.demo import demo_images, normalize
+from explorer.stats import DEFAULT_ALPHA_FLOOR
 from explorer.ui.serving import path_policy
 
 MAX_HOLDOUT_IMAGES = 256

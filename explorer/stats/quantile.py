@@ -51,7 +51,9 @@ def tail_quantile(top: Tensor, bottom: Tensor, n: int, q: float) -> Tensor:
     elif from_top <= top.shape[1]:
         a, b = top[:, n - 1 - below], top[:, n - 1 - above]
     else:
-        raise ValueError(f"quantile {q} needs {min(from_top, from_bottom)} values from an end; {top.shape[1]} were kept")
+        raise ValueError(
+            f"quantile {q} needs {min(from_top, from_bottom)} values from an end; {top.shape[1]} were kept"
+        )
     return _lerp(a.double(), b.double(), gamma)
 
 
