@@ -16,7 +16,6 @@ from explorer.config import (
     ACTIVATION_POINTS,
     ALL_POINTS,
     CALIBRATION_MODES,
-    OBSERVER_TYPES,
     WEIGHT_POINTS,
     ConfigError,
     ConfigWarning,
@@ -26,6 +25,7 @@ from explorer.config import (
     load_config,
     module_type_of,
 )
+from explorer.observers import observer_names
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
@@ -78,7 +78,7 @@ def test_shipped_config_loads_and_resolves_every_point(name: str) -> None:
     for point in ALL_POINTS:
         resolved = config.point(point)
         assert isinstance(resolved, PointConfig)
-        assert resolved.observer_type in OBSERVER_TYPES
+        assert resolved.observer_type in observer_names()
         assert resolved.calibration_mode in CALIBRATION_MODES
 
 
@@ -653,7 +653,7 @@ _entries = st.one_of(
         optional={
             "calibration_mode": st.sampled_from(CALIBRATION_MODES),
             "bit_type": _bit_types,
-            "observer_type": st.sampled_from(OBSERVER_TYPES),
+            "observer_type": st.sampled_from(observer_names()),
             "quantization_method": st.just("Uniform"),
             "percentile_alpha": st.floats(0.5, 1.0, exclude_min=True),
             "percentile_sigma": st.floats(0.0, 1.0, exclude_min=True),

@@ -10,13 +10,14 @@ divergence wins. The search is vectorised over candidates with prefix sums, so i
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
 from explorer.bit_type import BitType
 from explorer.observers.base import Observer, flat_in_memory_order
+from explorer.observers.params import KL_BINS, ParamSpec
 from explorer.observers.registry import register_observer
 
 # Largest number of (channel, level, candidate) terms evaluated at once.
@@ -46,6 +47,11 @@ class KLObserver(Observer):
     count is replaced by the second's before the search, so a spike of exact zeros does not
     dominate the divergence.
     """
+
+    label: ClassVar[str] = "KL"
+    color: ClassVar[str] = "#9467bd"
+    params: ClassVar[tuple[ParamSpec, ...]] = (KL_BINS,)
+    symmetric_only: ClassVar[bool] = True
 
     def __init__(
         self,

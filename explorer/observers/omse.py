@@ -10,11 +10,14 @@ covers all calibration data, and the scoring cost does not grow with the data.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from torch import Tensor
 
 from explorer.bit_type import BitType
 from explorer.observers.base import Observer, flat_in_memory_order
+from explorer.observers.params import ParamSpec
 from explorer.observers.registry import register_observer
 from explorer.quant_ops import qparams_from_range
 
@@ -36,6 +39,10 @@ _ONE_WIDTH_RATIO = 0.25
 @register_observer("OmseObserver")
 class OmseObserver(Observer):
     """Grid search over ``range * (1 - i/100)``, ``i = 0..99``, minimising the L2 error on all data."""
+
+    label: ClassVar[str] = "OMSE"
+    color: ClassVar[str] = "#2ca02c"
+    params: ClassVar[tuple[ParamSpec, ...]] = ()
 
     def __init__(
         self,

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from torch import Tensor
 
 from explorer.bit_type import BitType
 from explorer.observers.base import Observer
+from explorer.observers.params import PERCENTILE_ALPHA, PERCENTILE_SIGMA, ParamSpec
 from explorer.observers.quantile import row_quantile
 from explorer.observers.registry import register_observer
 
@@ -19,6 +20,10 @@ class PercentileObserver(Observer):
 
     Works layer-wise and channel-wise, on tensors of any size.
     """
+
+    label: ClassVar[str] = "Percentile"
+    color: ClassVar[str] = "#1f77b4"
+    params: ClassVar[tuple[ParamSpec, ...]] = (PERCENTILE_ALPHA, PERCENTILE_SIGMA)
 
     def __init__(
         self,
