@@ -21,9 +21,12 @@ from explorer.config import (
     ConfigWarning,
     PointConfig,
     QuantConfig,
+    apply_point,
+    changed_points,
     dump_config,
     load_config,
     module_type_of,
+    point_changes,
 )
 from explorer.observers import observer_names
 
@@ -33,7 +36,7 @@ CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 # MinmaxObserver and/or channel_wise, as the guide's snippets leave it).
 SHIPPED_WARNINGS = {
     "quant_config_minmax.yaml": 2,
-    "quant_config_percentile.yaml": 1,
+    "quant_config_percentile.yaml": 0,
     "quant_config_omse.yaml": 1,
     "quant_config_kl.yaml": 0,
     "recommended_config.yaml": 0,
@@ -692,3 +695,29 @@ def test_load_dump_load_is_identity(document: dict[str, Any]) -> None:
     for index in (None, *config.block_indices):
         for point in ALL_POINTS:
             assert again.point(point, index) == config.point(point, index)
+
+
+def test_changed_points_reports_keys_set_on_one_side_only() -> None:
+    base = quiet_load({"layers": {"mlp_fc1": {"observer_type": "OmseObserver", "symmetric": False}}})
+    draft = base.point("mlp_fc1").replace(symmetric=None, calibration_mode="layer_wise")
+    tuned = apply_point(base, "mlp_fc1", None, draft)
+    change = {"calibration_mode": ("channel_wise", "layer_wise"), "symmetric": (False, None)}
+    assert changed_points(base, tuned, num_blocks=2) == [(0, "mlp_fc1", change), (1, "mlp_fc1", change)]
+    assert point_changes(base.point("mlp_fc1", 1), tuned.point("mlp_fc1", 1))["symmetric"] is None
+
+
+def test_every_problem_is_reported_with_its_line() -> None:
+    text = "default:\n  percentile_alpha: 0.5\n  kl_bins: many\nlayers:\n  fc9: {}\n"
+    with pytest.raises(ConfigError) as info:
+        quiet_load(text)
+    message = str(info.value)
+    assert message.startswith("3 problems:")
+    for line, path in ((2, "default.percentile_alpha"), (3, "default.kl_bins"), (5, "layers.fc9")):
+        assert f"line {line}: {path}: " in message
+    assert [problem.line for problem in info.value.problems] == [2, 3, 5]
+
+
+def test_a_broken_rule_names_its_key_once() -> None:
+    with pytest.raises(ConfigError) as info:
+        quiet_load({"attn_layer": {"intSoft": {"observer_type": "KLObserver", "kl_bins": 100}}})
+    assert "kl_bins: 100 is fewer than the 128 levels of int8" in str(info.value)

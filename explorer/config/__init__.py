@@ -5,6 +5,7 @@
 ``dump_config`` writes YAML that loads back equal.
 """
 
+from explorer.config.edit import apply_point, changed_points, point_changes
 from explorer.config.errors import ConfigError, ConfigWarning
 from explorer.config.loader import ConfigSource, dump_config, load_config
 from explorer.config.quant_config import QuantConfig
@@ -35,9 +36,12 @@ __all__ = [
     "PointConfig",
     "QuantConfig",
     "dump_config",
+    "apply_point",
     "builtin_defaults",
+    "changed_points",
     "entry_keys",
     "load_config",
     "module_type_of",
+    "point_changes",
     "section_of",
 ]

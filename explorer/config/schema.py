@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
@@ -239,6 +240,7 @@ def emit_warnings(
             warnings.warn(loc.message(path, why), ConfigWarning, stacklevel=stacklevel + 1)
 
 
+@dataclass(frozen=True, init=False, repr=False)
 class PointConfig:
     """The fully resolved settings of one quantization point: everything needed to build its observer.
 
@@ -249,13 +251,13 @@ class PointConfig:
     (:class:`ConfigError`); instances are immutable and hashable.
     """
 
-    __slots__ = ("observer_type", "calibration_mode", "bit_type", "quantization_method", "symmetric", "params")
     observer_type: str
     calibration_mode: str
     bit_type: BitType
     quantization_method: str
     symmetric: bool | None
-    params: Mapping[str, Any]
+    param_items: tuple[tuple[str, Any], ...]
+    """Every observer parameter as ``(name, value)``, in registration order (see ``params``)."""
 
     def __init__(
         self,
@@ -280,43 +282,25 @@ class PointConfig:
         broken = cross_check(fields["observer_type"], bit_type, values, symmetric)
         if broken is not None:
             raise loc.error((broken[0],), broken[1])
-        for key, value in {**fields, "bit_type": bit_type, "symmetric": symmetric}.items():
+        fields.update(bit_type=bit_type, symmetric=symmetric, param_items=tuple(values.items()))
+        for key, value in fields.items():
             object.__setattr__(self, key, value)
-        object.__setattr__(self, "params", MappingProxyType(values))
+
+    @property
+    def params(self) -> Mapping[str, Any]:
+        """Every observer parameter by name, read-only."""
+        return MappingProxyType(dict(self.param_items))
 
     def __getattr__(self, name: str) -> Any:
         """An observer parameter by name (``point.percentile_alpha``)."""
-        if name != "params" and name in self.params:
-            return self.params[name]
+        if name != "param_items" and not name.startswith("__"):
+            for key, value in self.param_items:
+                if key == name:
+                    return value
         raise AttributeError(f"PointConfig has no setting {name!r}; valid: {', '.join(entry_keys())}")
-
-    def __setattr__(self, name: str, value: object) -> None:
-        raise AttributeError("PointConfig is immutable; use replace()")
-
-    def _key(self) -> tuple[Any, ...]:
-        items = tuple(sorted(self.params.items()))
-        return (
-            self.observer_type,
-            self.calibration_mode,
-            self.bit_type,
-            self.quantization_method,
-            self.symmetric,
-            items,
-        )
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, PointConfig):
-            return NotImplemented
-        return self._key() == other._key()
-
-    def __hash__(self) -> int:
-        return hash(self._key())
 
     def __repr__(self) -> str:
         return f"PointConfig({', '.join(f'{key}={value!r}' for key, value in self._fields().items())})"
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (_point_from_fields, (self._fields(),))
 
     def _fields(self) -> dict[str, Any]:
         """Every setting as a constructor keyword argument."""
@@ -326,7 +310,7 @@ class PointConfig:
             "bit_type": self.bit_type,
             "quantization_method": self.quantization_method,
             "symmetric": self.symmetric,
-            **self.params,
+            **dict(self.param_items),
         }
 
     @classmethod
@@ -361,11 +345,6 @@ class PointConfig:
             changes["bit_type"] = bit_type_of(check_bit_type(changes["bit_type"], ("bit_type",), Locator(), sink))
             emit_warnings(sink, Locator(), stacklevel=2)
         return PointConfig(**{**self._fields(), **changes})
-
-
-def _point_from_fields(fields: dict[str, Any]) -> PointConfig:
-    """Rebuild a pickled :class:`PointConfig`."""
-    return PointConfig(**fields)
 
 
 def _origin_label(path: KeyPath | None) -> str:
