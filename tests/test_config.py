@@ -721,3 +721,13 @@ def test_a_broken_rule_names_its_key_once() -> None:
     with pytest.raises(ConfigError) as info:
         quiet_load({"attn_layer": {"intSoft": {"observer_type": "KLObserver", "kl_bins": 100}}})
     assert "kl_bins: 100 is fewer than the 128 levels of int8" in str(info.value)
+
+
+def test_apply_point_does_not_repeat_the_configs_warnings() -> None:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        config = load_config(CONFIGS / "quant_config_minmax.yaml")
+        assert len(caught) == SHIPPED_WARNINGS["quant_config_minmax.yaml"]
+        draft = config.point("mlp_act").replace(calibration_mode="layer_wise")
+        apply_point(apply_point(config, "mlp_act", 1, draft), "mlp_act", None, draft)
+    assert len(caught) == SHIPPED_WARNINGS["quant_config_minmax.yaml"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from explorer.config.loader import load_config
+from explorer.config.errors import Locator
 from explorer.config.quant_config import QuantConfig
 from explorer.config.schema import ALL_POINTS, PointConfig, section_of
 
@@ -36,6 +36,7 @@ def apply_point(config: QuantConfig, name: str, block: int | None, draft: PointC
     """``config`` with point ``name`` set to ``draft`` in one block, or in all blocks (``block=None``).
 
     For all blocks, per-block overrides of that point are removed, so every block resolves to ``draft``.
+    Warnings ``config`` already issued are not issued again.
     """
     changes = point_changes(config.point(name, block), draft)
     updated = config.with_point(name, block=block, **changes) if changes else config
@@ -52,4 +53,4 @@ def apply_point(config: QuantConfig, name: str, block: int | None, draft: PointC
             del data["blocks"][index]
     if "blocks" in data and not data["blocks"]:
         del data["blocks"]
-    return load_config(data)
+    return QuantConfig._build(data, Locator(), config._found, stacklevel=2)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pandas as pd
 import streamlit as st
 
-from explorer.config import ConfigError, QuantConfig, changed_points, dump_config, load_config
+from explorer.config import ConfigError, ConfigWarning, QuantConfig, changed_points, dump_config, load_config
 
 
 def _shown(value: object) -> str:
@@ -30,7 +32,9 @@ def export_tab(base: QuantConfig, tuned: QuantConfig, num_blocks: int) -> None:
     """Show, validate and offer the tuned config."""
     text = dump_config(tuned)
     try:
-        valid = load_config(text) == tuned
+        with warnings.catch_warnings():  # the tuned config's warnings are shown below, and were logged once
+            warnings.simplefilter("ignore", ConfigWarning)
+            valid = load_config(text) == tuned
         problem = "it loads back as a different config"
     except (ConfigError, ValueError) as exc:
         valid, problem = False, str(exc)

@@ -121,7 +121,7 @@ def point_selector(num_blocks: int) -> tuple[int, str]:
     if st.session_state.get("sel_block", 0) >= num_blocks:
         st.session_state["sel_block"] = 0
     st.session_state.setdefault("sel_point", DEFAULT_POINT)
-    col1, col2, _ = st.columns([1, 2, 3])
+    col1, col2, _ = st.columns([1, 3, 2])  # the point column fits "attn_qkv_output — qkv linear output" at 1100 px
     block = col1.selectbox("Block", range(num_blocks), key="sel_block")
     point = col2.selectbox(
         "Quantization point", POINTS, key="sel_point", format_func=lambda p: f"{p} — {POINT_DESCRIPTIONS[p]}"
