@@ -129,8 +129,12 @@ def point_selector(num_blocks: int) -> tuple[int, str]:
     return int(block), str(point)
 
 
-COMPACT_METRICS = "<style>[data-testid='stMetricValue'] { font-size: 1.6rem; }</style>"
-"""Metric values at a size that fits five to a row beside the sidebar."""
+COMPACT_METRICS = (
+    "<style>[data-testid='stMetricValue'] { font-size: clamp(1rem, 1.6vw, 1.6rem); }"
+    "[data-testid='stMetricLabel'] * { white-space: normal !important; overflow-wrap: anywhere; }</style>"
+)
+"""Metric values at a size that fits five to a row beside the sidebar (smaller on narrow windows),
+and labels that wrap instead of being cut."""
 
 
 def main() -> None:

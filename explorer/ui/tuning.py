@@ -116,9 +116,8 @@ def tuning_panel(block: int, name: str, check: Callable[[PointConfig], object]) 
     bit_type = BitType(st.session_state["tune_bits"], st.session_state["tune_signed"])
     for spec in all_params().values():
         _param_input(spec, bit_type, disabled=spec.name not in used)
-    col1, col2 = st.columns(2)
-    col1.selectbox("bits", range(MIN_BITS, MAX_BITS + 1), key="tune_bits", help=f"{MIN_BITS} to {MAX_BITS} bits.")
-    col2.checkbox("signed", key="tune_signed")
+    st.selectbox("bits", range(MIN_BITS, MAX_BITS + 1), key="tune_bits", help=f"{MIN_BITS} to {MAX_BITS} bits.")
+    st.checkbox("signed", key="tune_signed")  # own row: beside bits it is cut in a narrow panel
     st.radio("Granularity", CALIBRATION_MODES, key="tune_mode", horizontal=True)
     st.button(
         f"Apply to {name} in block {block}",
