@@ -130,11 +130,12 @@ def point_selector(num_blocks: int) -> tuple[int, str]:
 
 
 COMPACT_METRICS = (
-    "<style>[data-testid='stMetricValue'] { font-size: clamp(1rem, 1.6vw, 1.6rem); }"
-    "[data-testid='stMetricLabel'] * { white-space: normal !important; overflow-wrap: anywhere; }</style>"
+    "<style>[data-testid='stMetricValue'] { font-size: clamp(0.95rem, 1.6vw, 1.6rem); }"
+    ":is([data-testid='stMetricLabel'], [data-testid='stMetricValue'], [data-testid='stMetricDelta']) * "
+    "{ white-space: normal !important; overflow-wrap: anywhere; text-overflow: clip !important; }</style>"
 )
-"""Metric values at a size that fits five to a row beside the sidebar (smaller on narrow windows),
-and labels that wrap instead of being cut."""
+"""Metric values at a size that fits five to a row beside the sidebar (smaller on narrow windows);
+labels, values and deltas wrap instead of being cut."""
 
 
 def main() -> None:
