@@ -45,13 +45,11 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-ROWS: tuple[str, ...] = ("MinMax", "Percentile", "OMSE", "KL", "recommended")
-OBSERVER_OF_ROW = {
-    "MinMax": "MinmaxObserver",
-    "Percentile": "PercentileObserver",
-    "OMSE": "OmseObserver",
-    "KL": "KLObserver",
-}
+from explorer.observers import observer_label, observer_names  # noqa: E402
+
+OBSERVER_OF_ROW = {observer_label(name): name for name in observer_names()}
+"""Table row (the observer's label) → observer type: every registered observer."""
+ROWS: tuple[str, ...] = (*OBSERVER_OF_ROW, "recommended")
 # SPEC §7: whole-model calibration time and memory relative to MinMax.
 TIME_TARGETS = {"Percentile": 1.5, "OMSE": 2.0, "KL": 2.0}
 MEMORY_TARGET = 1.5

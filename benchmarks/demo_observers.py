@@ -25,9 +25,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from explorer.analysis import OBSERVER_LABELS, OBSERVER_TYPES, AccuracyReport, calibrate_and_evaluate  # noqa: E402
+from explorer.analysis import AccuracyReport, calibrate_and_evaluate  # noqa: E402
 from explorer.config import WEIGHT_POINTS, ConfigWarning, load_config  # noqa: E402
 from explorer.data import demo_batches, demo_split, load_demo_model  # noqa: E402
+from explorer.observers import observer_label, observer_names  # noqa: E402
 
 MODES = ("layer_wise", "channel_wise")
 DEMOS = {"plain": False, "outliers": True}
@@ -53,14 +54,14 @@ def measure(weights_channel_wise: bool) -> dict[tuple[str, str, str], AccuracyRe
     reports = {}
     for demo, outliers in DEMOS.items():
         model = load_demo_model(outlier_channels=outliers)
-        for observer_type in OBSERVER_TYPES:
+        for observer_type in observer_names():
             for mode in MODES:
                 with warnings.catch_warnings():  # e.g. MinMax on the softmax: the point of the comparison
                     warnings.simplefilter("ignore", ConfigWarning)
                     cfg = load_config(config(observer_type, mode, weights_channel_wise))
                 _, report = calibrate_and_evaluate(model, cfg, calib, images, labels)
                 reports[demo, observer_type, mode] = report
-                print(f"  {demo} {OBSERVER_LABELS[observer_type]} {mode} done", file=sys.stderr, flush=True)
+                print(f"  {demo} {observer_label(observer_type)} {mode} done", file=sys.stderr, flush=True)
     return reports
 
 
@@ -71,13 +72,13 @@ def table(reports: dict[tuple[str, str, str], AccuracyReport]) -> str:
         "|---|---|---|---:|---:|---:|",
     ]
     for demo in DEMOS:
-        fp32 = reports[demo, OBSERVER_TYPES[0], MODES[0]].fp32_top1
+        fp32 = reports[demo, observer_names()[0], MODES[0]].fp32_top1
         lines.append(f"| {demo} | FP32 | — | {fp32:.2f} | 100.00 | — |")
-        for observer_type in OBSERVER_TYPES:
+        for observer_type in observer_names():
             for mode in MODES:
                 r = reports[demo, observer_type, mode]
                 lines.append(
-                    f"| {demo} | {OBSERVER_LABELS[observer_type]} | {mode} | {r.quant_top1:.2f} | "
+                    f"| {demo} | {observer_label(observer_type)} | {mode} | {r.quant_top1:.2f} | "
                     f"{100 * r.agreement:.2f} | {r.logit_sqnr_db:.1f} |"
                 )
     return "\n".join(lines)
@@ -95,7 +96,7 @@ def targets(reports: dict[tuple[str, str, str], AccuracyReport]) -> list[str]:
     for observer_type in ("PercentileObserver", "OmseObserver"):
         recovered = (agreement(observer_type, "layer_wise") - minmax_layer) / gap if gap > 0 else float("nan")
         lines.append(
-            f"- {OBSERVER_LABELS[observer_type]} layer-wise recovers {100 * recovered:.0f}% of that gap "
+            f"- {observer_label(observer_type)} layer-wise recovers {100 * recovered:.0f}% of that gap "
             f"({_verdict(recovered >= RECOVERY_TARGET)} ≥ 50%)"
         )
     return lines

@@ -28,16 +28,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from explorer import INT8, KLObserver, MinmaxObserver, OmseObserver, PercentileObserver  # noqa: E402
-from explorer.observers import Observer  # noqa: E402
+from explorer import INT8, KLObserver, OmseObserver  # noqa: E402
+from explorer.observers import Observer, observer_class, observer_label, observer_names  # noqa: E402
 from explorer.quant_ops import qparams_from_range  # noqa: E402
 
-OBSERVERS: dict[str, type[Observer]] = {
-    "MinMax": MinmaxObserver,
-    "Percentile": PercentileObserver,
-    "OMSE": OmseObserver,
-    "KL": KLObserver,
-}
+OBSERVERS: dict[str, type[Observer]] = {observer_label(name): observer_class(name) for name in observer_names()}
 MODES = ("layer_wise", "channel_wise")
 
 

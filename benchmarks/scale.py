@@ -66,8 +66,9 @@ def worker(name: str, batches: int, batch_size: int, threads: int) -> dict[str, 
     import timm
     import torch
 
-    from explorer.analysis import OBSERVER_TYPES, error_table, point_summary, run_calibration
+    from explorer.analysis import error_table, point_summary, run_calibration
     from explorer.config import load_config
+    from explorer.observers import observer_names
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -93,7 +94,7 @@ def worker(name: str, batches: int, batch_size: int, threads: int) -> dict[str, 
     table = error_table(run)
     table_s = time.perf_counter() - start
     refit: dict[str, float] = {}
-    for observer_type in OBSERVER_TYPES:
+    for observer_type in observer_names():
         for point in sorted({p for _, p in run.points}):
             times = []
             for block in range(run.num_blocks):

@@ -42,10 +42,14 @@ TRANSIENT_COPIES = 24
 
 KL_MAX_BINS = 65_536
 """Largest ``kl_bins`` a config may ask for."""
-KL_MAX_HIST_BINS_PER_CHANNEL = 16 * KL_MAX_BINS
-"""Most bins one channel's KL histogram may grow to as later batches reach further."""
-KL_MAX_TOTAL_BINS = 2**25
-"""Most int64 histogram bins one KL observer may hold over all its channels (256 MiB)."""
+STATS_POINT_HALF_BINS = 1 << 15
+"""Bins per side of a point's whole-point histogram (fixed: the range only widens the bins)."""
+STATS_CHANNEL_BIN_BUDGET = 1 << 19
+"""Bins of a point's per-channel histograms together (int64: 4 MiB), within the bounds below."""
+STATS_CHANNEL_HALF_BINS = (128, 1 << 15)
+"""Fewest and most bins per side of one channel's histogram."""
+STATS_RAW_VALUES = 262_144
+"""A point's raw values are kept (for exact errors) while it has seen at most this many."""
 
 
 def over_limit(what: str, value: int, limit: int, name: str, unit: str = "") -> str:

@@ -19,12 +19,13 @@ from safetensors.torch import save_file
 from streamlit.testing.v1 import AppTest
 
 from explorer.analysis import DistributionFacts
-from explorer.config import ConfigError, load_config
+from explorer.bit_type import BitType
+from explorer.config import ConfigError, apply_point, load_config, point_changes
 from explorer.data import load_demo_model, models
-from explorer.ui.explain import explain_facts
+from explorer.ui.explain import explain_facts, minmax_gaps
 from explorer.ui.serving import ROOTS_ENV, SERVE_ENV
 from explorer.ui.sidebar import UPLOAD_CONFIG
-from explorer.ui.tuning import apply_point, draft_point, point_changes, widget_values
+from explorer.ui.tuning import draft_point, widget_values
 
 APP = Path(__file__).resolve().parents[1] / "app.py"
 TIMEOUT_S = 900  # the first run calibrates the demo; a loaded 2-core machine can take minutes
@@ -89,7 +90,7 @@ def test_default_run_shows_the_calibrated_demo() -> None:
     assert table["observer"][4].startswith("Tuned")
     assert np.isfinite(table["SQNR dB"]).all()
     assert len(at.get("plotly_chart")) == 3  # histogram, per-channel ranges, per-channel scales
-    alpha = at.number_input(key="tune_alpha")
+    alpha = at.number_input(key="tune_percentile_alpha")
     assert alpha.value == pytest.approx(0.999)  # recommended config: mlp_act alpha 0.999
     assert alpha.proto.format == "%.5f"  # shown as 0.99900, never "1.00"
 
@@ -106,17 +107,17 @@ def test_tuning_alpha_and_kl_bins_changes_the_clip_range() -> None:
     select_point(at, 1, "mlp_act")
     assert any(m.value == "**Tune block 1 · mlp_act**" for m in at.markdown)
     before = metrics(at)["Tuned clip max"]
-    at.number_input(key="tune_alpha").set_value(1.0).run()
+    at.number_input(key="tune_percentile_alpha").set_value(1.0).run()
     after = metrics(at)["Tuned clip max"]
     assert float(after) > float(before)  # keeping every value widens the range to the extremes
     assert not at.exception and not errors(at)
-    at.number_input(key="tune_alpha").set_value(0.99).run()  # below the floor: a clear message
+    at.number_input(key="tune_percentile_alpha").set_value(0.99).run()  # below the floor: a clear message
     assert any("alpha_floor 0.999" in e for e in errors(at)) and not at.exception
-    at.number_input(key="tune_alpha").set_value(0.999).run()
+    at.number_input(key="tune_percentile_alpha").set_value(0.999).run()
 
     at.selectbox(key="tune_observer").set_value("KLObserver").run()
     kl_default = metrics(at)["Tuned clip max"]
-    at.number_input(key="tune_kl_bins").set_value(512).run()
+    at.selectbox(key="tune_kl_bins").set_value(512).run()
     assert not at.exception and not errors(at)
     assert metrics(at)["Tuned clip max"] != kl_default
     assert table_with(at, "observer")["observer"].iloc[-1] == "Tuned (KL)"
@@ -131,11 +132,11 @@ def test_invalid_tuning_shows_the_library_message() -> None:
     at = open_app()
     select_point(at, 1, "mlp_act")
     at.selectbox(key="tune_observer").set_value("KLObserver")
-    at.number_input(key="tune_bits").set_value(16).run()  # 32768 levels > kl_bins 2048
+    at.selectbox(key="tune_bits").set_value(16).run()  # 32768 levels > kl_bins 2048
     assert not at.exception
     assert any("kl_bins" in e and "levels" in e for e in errors(at))
 
-    at.number_input(key="tune_bits").set_value(8)
+    at.selectbox(key="tune_bits").set_value(8)
     at.checkbox(key="tune_signed").uncheck().run()  # KL on unsigned, but GELU output has negatives
     assert not at.exception
     assert any("Tuned settings are not usable" in e and "negative" in e for e in errors(at))
@@ -155,7 +156,7 @@ def dump_of(at: AppTest) -> str:
 def test_apply_to_one_block_then_all_blocks_exports_yaml_that_loads_back() -> None:
     at = open_app()
     select_point(at, 1, "mlp_act")
-    at.number_input(key="tune_alpha").set_value(0.9999)
+    at.number_input(key="tune_percentile_alpha").set_value(0.9999)
     at.button(key="tune_apply_block").click().run()
     assert any("Applied to mlp_act in block 1" in s.value for s in at.success)
 
@@ -169,7 +170,7 @@ def test_apply_to_one_block_then_all_blocks_exports_yaml_that_loads_back() -> No
     assert at.get("download_button")
 
     show_tab(at, "Layer")
-    at.number_input(key="tune_sigma").set_value(0.3)
+    at.number_input(key="tune_percentile_sigma").set_value(0.3)
     at.button(key="tune_apply_all").click().run()
     exported = load_config(dump_of(at))
     assert exported.attn_layer["mlp_act"]["percentile_alpha"] == 0.9999
@@ -405,10 +406,10 @@ def tuned_values(**changes: object) -> dict[str, object]:
 
 def test_draft_point_reads_only_the_chosen_observers_parameters() -> None:
     current = load_config(RECOMMENDED).point("mlp_act", 1)
-    draft = draft_point(current, tuned_values(tune_observer="KLObserver", tune_alpha=0.9, tune_kl_bins=1024))
+    draft = draft_point(current, tuned_values(tune_observer="KLObserver", tune_percentile_alpha=0.9, tune_kl_bins=1024))
     assert draft.observer_type == "KLObserver" and draft.kl_bins == 1024
     assert draft.percentile_alpha == current.percentile_alpha  # a KL draft ignores the alpha widget
-    assert draft_point(current, tuned_values(tune_alpha=0.99950000000001)).percentile_alpha == 0.9995
+    assert draft_point(current, tuned_values(tune_percentile_alpha=0.99950000000001)).percentile_alpha == 0.9995
     with pytest.raises(ConfigError, match="kl_bins"):
         draft_point(current, tuned_values(tune_observer="KLObserver", tune_bits=16))
 
@@ -448,4 +449,25 @@ def test_explain_facts_in_plain_sentences() -> None:
     calm = explain_facts(facts(1.1, [], 0.0), channel_wise=True)
     assert any("No heavy tail" in s for s in calm)
     assert any("No channel spans" in s for s in calm)
-    assert any("unsigned type (uint8)" in s for s in calm)
+    assert not any("uint" in s for s in calm)  # no bit type given: no type named
+    int4 = explain_facts(facts(1.1, [], 0.0), channel_wise=True, bit_type=BitType(4, True))
+    assert any("uint4 (unsigned, same 4 bits)" in s for s in int4) and not any("uint8" in s for s in int4)
+    unsigned = explain_facts(facts(1.1, [], 0.0), channel_wise=True, bit_type=BitType(8, False))
+    assert not any("doubles" in s for s in unsigned)
+    signed_with_negatives = explain_facts(facts(1.1, [], -1.0), channel_wise=True, bit_type=BitType(8, True))
+    assert not any("uint" in s for s in signed_with_negatives)
+
+
+def test_minmax_gaps_only_when_material() -> None:
+    table = pd.DataFrame(
+        {
+            "block": [0, 1],
+            "point": ["mlp_act", "intSoft"],
+            **{f"{label} SQNR dB": [30.0, 40.0] for label in ("Percentile", "OMSE", "KL")},
+            "MinMax SQNR dB": [28.5, 31.0],
+        }
+    )
+    text = minmax_gaps(table, ["MinMax", "Percentile", "OMSE", "KL"])
+    assert "block 1 · intSoft" in text and "9.0 dB below" in text and "mlp_act" not in text  # 1.5 dB is no gap
+    table["MinMax SQNR dB"] = [29.0, 38.0]
+    assert "no point has a material gap" in minmax_gaps(table, ["MinMax", "Percentile", "OMSE", "KL"])

@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 
 from explorer.charts import (
-    OBSERVER_COLORS,
     ClipRange,
     channel_range_figure,
     channel_scale_figure,
     color_of,
     error_heatmap,
     histogram_figure,
+    observer_colors,
     wins_figure,
 )
 
@@ -95,9 +95,9 @@ def test_wins_figure_bars_in_observer_colours() -> None:
     wins = {"MinMax": 3, "Percentile": 10, "OMSE": 15, "KL": 4}
     (bars,) = wins_figure(wins).data
     assert list(bars.x) == list(wins) and list(bars.y) == list(wins.values())
-    assert list(bars.marker.color) == [OBSERVER_COLORS[label] for label in wins]
+    assert list(bars.marker.color) == [observer_colors()[label] for label in wins]
 
 
 @pytest.mark.parametrize("label", ["Tuned (KL)", "Tuned"])
 def test_tuned_labels_share_the_tuned_colour(label: str) -> None:
-    assert color_of(label) == OBSERVER_COLORS["Tuned"]
+    assert color_of(label) == observer_colors()["Tuned"]

@@ -39,8 +39,10 @@ class Case:
 
     def __repr__(self) -> str:
         shapes = [tuple(b.shape) for b in self.batches]
-        return (f"Case({self.cls.__name__}, {self.bit_type.name}, {self.module_type}, {self.calibration_mode}, "
-                f"{self.kwargs}, shapes={shapes})")
+        return (
+            f"Case({self.cls.__name__}, {self.bit_type.name}, {self.module_type}, {self.calibration_mode}, "
+            f"{self.kwargs}, shapes={shapes})"
+        )
 
 
 def make_data(rng: np.random.Generator, kind: str, shape: tuple[int, ...], scale: float, offset: float) -> np.ndarray:

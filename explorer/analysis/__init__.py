@@ -2,8 +2,6 @@
 
 from explorer.analysis.evaluation import AccuracyReport, calibrate_and_evaluate, evaluate_quantized
 from explorer.analysis.explore import (
-    OBSERVER_LABELS,
-    OBSERVER_TYPES,
     POINTS,
     DistributionFacts,
     ExplorerRun,
@@ -23,8 +21,6 @@ __all__ = [
     "AccuracyReport",
     "calibrate_and_evaluate",
     "evaluate_quantized",
-    "OBSERVER_LABELS",
-    "OBSERVER_TYPES",
     "POINTS",
     "DistributionFacts",
     "ExplorerRun",

@@ -17,17 +17,10 @@ import torch
 from torch import Tensor, nn
 
 from explorer.config import ACTIVATION_POINTS, WEIGHT_POINTS, PointConfig, QuantConfig, module_type_of
-from explorer.observers import Observer, build_observer
+from explorer.observers import Observer, build_observer, observer_label, observer_names
 from explorer.stats import DEFAULT_ALPHA_FLOOR, PointStats, error_from_stats
 from explorer.vit import CaptureResult, PointKey, QuantViT, StatsCapture, vit_blocks
 
-OBSERVER_TYPES: tuple[str, ...] = ("MinmaxObserver", "PercentileObserver", "OmseObserver", "KLObserver")
-OBSERVER_LABELS: dict[str, str] = {
-    "MinmaxObserver": "MinMax",
-    "PercentileObserver": "Percentile",
-    "OmseObserver": "OMSE",
-    "KLObserver": "KL",
-}
 POINTS: tuple[str, ...] = (*WEIGHT_POINTS, *ACTIVATION_POINTS)
 
 
@@ -121,7 +114,7 @@ class ObserverSummary:
 
     @property
     def label(self) -> str:
-        return OBSERVER_LABELS.get(self.observer_type, self.observer_type)
+        return observer_label(self.observer_type)
 
 
 def _numpy(t: Tensor) -> np.ndarray:
@@ -230,14 +223,14 @@ def histogram(stats: PointStats, channel: int = -1, bins: int = 200) -> tuple[np
 
 
 def error_table(run: ExplorerRun) -> pd.DataFrame:
-    """Every point × observer: MSE, SQNR, clipped fraction, and which observer wins (least MSE)."""
+    """Every point × registered observer: MSE, SQNR, clipped fraction, and which observer wins (least MSE)."""
     rows = []
     for key in run.points:
         block, name = key
         row: dict[str, object] = {"block": block, "point": name, "kind": module_type_of(name)}
         best, best_mse = None, float("inf")
-        for observer_type in OBSERVER_TYPES:
-            label = OBSERVER_LABELS[observer_type]
+        for observer_type in observer_names():
+            label = observer_label(observer_type)
             try:
                 s = point_summary(run, key, run.point_config(observer_type, key))
             except (ValueError, RuntimeError):

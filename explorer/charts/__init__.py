@@ -2,14 +2,14 @@
 
 from explorer.charts.compare import error_heatmap, wins_figure
 from explorer.charts.layer import ClipRange, channel_range_figure, channel_scale_figure, histogram_figure
-from explorer.charts.style import OBSERVER_COLORS, color_of
+from explorer.charts.style import color_of, observer_colors
 
 __all__ = [
-    "OBSERVER_COLORS",
     "ClipRange",
     "channel_range_figure",
     "channel_scale_figure",
     "color_of",
+    "observer_colors",
     "error_heatmap",
     "histogram_figure",
     "wins_figure",

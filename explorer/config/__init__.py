@@ -5,21 +5,20 @@
 ``dump_config`` writes YAML that loads back equal.
 """
 
+from explorer.config.edit import apply_point, changed_points, point_changes
 from explorer.config.errors import ConfigError, ConfigWarning
 from explorer.config.loader import ConfigSource, dump_config, load_config
 from explorer.config.quant_config import QuantConfig
 from explorer.config.schema import (
     ACTIVATION_POINTS,
     ALL_POINTS,
-    BUILTIN_DEFAULTS,
     CALIBRATION_MODES,
-    ENTRY_KEYS,
-    OBSERVER_PARAMS,
-    OBSERVER_TYPES,
     QUANTIZATION_METHODS,
     SECTION_POINTS,
     WEIGHT_POINTS,
     PointConfig,
+    builtin_defaults,
+    entry_keys,
     module_type_of,
     section_of,
 )
@@ -27,11 +26,7 @@ from explorer.config.schema import (
 __all__ = [
     "ACTIVATION_POINTS",
     "ALL_POINTS",
-    "BUILTIN_DEFAULTS",
     "CALIBRATION_MODES",
-    "ENTRY_KEYS",
-    "OBSERVER_PARAMS",
-    "OBSERVER_TYPES",
     "QUANTIZATION_METHODS",
     "SECTION_POINTS",
     "WEIGHT_POINTS",
@@ -41,7 +36,12 @@ __all__ = [
     "PointConfig",
     "QuantConfig",
     "dump_config",
+    "apply_point",
+    "builtin_defaults",
+    "changed_points",
+    "entry_keys",
     "load_config",
     "module_type_of",
+    "point_changes",
     "section_of",
 ]

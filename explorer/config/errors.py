@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
+_T = TypeVar("_T")
 KeyPath = tuple[Hashable, ...]
 """Keys from the top of the document down to one value, e.g. ``("attn_layer", "intSoft", "kl_bins")``."""
 Findings = list[tuple[KeyPath, str]]
@@ -31,7 +33,11 @@ def valid_choices(valid: Iterable[object], got: object | None = None) -> str:
 
 
 class ConfigError(ValueError):
-    """An invalid config: the message names the key path, the line when known, and what is valid."""
+    """An invalid config: the message names the key path, the line when known, and what is valid.
+
+    A config with several problems raises one ConfigError listing them all (``problems``, in line
+    order); ``detail``, ``path`` and ``line`` are then those of the first.
+    """
 
     def __init__(
         self, detail: str, *, path: str | None = None, line: int | None = None, source: str | None = None
@@ -40,7 +46,41 @@ class ConfigError(ValueError):
         self.path = path
         self.line = line
         self.source = source
+        self.problems: tuple[ConfigError, ...] = (self,)
         super().__init__(_locate(detail, path, line, source))
+
+    @classmethod
+    def combine(cls, errors: Sequence[ConfigError]) -> ConfigError:
+        """One error reporting every problem of ``errors`` (itself when there is only one)."""
+        unique = {str(problem): problem for error in errors for problem in error.problems}
+        problems = sorted(unique.values(), key=lambda problem: (problem.line is None, problem.line or 0))
+        if len(problems) == 1:
+            return problems[0]
+        first = problems[0]
+        combined = cls(first.detail, path=first.path, line=first.line, source=first.source)
+        combined.problems = tuple(problems)
+        combined.args = (f"{len(problems)} problems:\n" + "\n".join(f"- {problem}" for problem in problems),)
+        return combined
+
+
+class Problems:
+    """Collects the :class:`ConfigError` of each check, so that one pass reports every problem at once."""
+
+    def __init__(self) -> None:
+        self.errors: list[ConfigError] = []
+
+    def attempt(self, check: Callable[[], _T]) -> _T | None:
+        """``check()``, or None with its error recorded."""
+        try:
+            return check()
+        except ConfigError as exc:
+            self.errors.append(exc)
+            return None
+
+    def raise_any(self) -> None:
+        """Raise one :class:`ConfigError` for everything recorded, if anything was."""
+        if self.errors:
+            raise ConfigError.combine(self.errors)
 
 
 class ConfigWarning(UserWarning):

@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import copy
 import re
-from collections.abc import Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from types import MappingProxyType
 from typing import Any
 
-from explorer.config.errors import Findings, KeyPath, Locator, valid_choices
+from explorer.config.errors import Findings, KeyPath, Locator, Problems, valid_choices
 from explorer.config.schema import (
     ALL_POINTS,
-    ENTRY_KEYS,
     SECTION_POINTS,
     TOP_LEVEL_KEYS,
     PointConfig,
     check_entry,
     emit_warnings,
+    entry_keys,
     module_type_of,
     resolve_point,
     section_of,
@@ -56,11 +56,40 @@ def _check_section(value: object, path: KeyPath, section: str, loc: Locator, sin
         return {}
     if not isinstance(value, Mapping):
         raise loc.error(path, f"{type_name(value)} is not allowed; valid: a mapping of points {', '.join(points)}")
+    problems = Problems()
     for key in value:
         if key not in points:
             detail = f"unknown point {key!r} in {section}; {valid_choices(points, key)}{_point_hint(key, section)}"
-            raise loc.error(path + (key,), detail)
-    return {name: check_entry(value[name], path + (name,), loc, sink) for name in points if name in value}
+            problems.errors.append(loc.error(path + (key,), detail))
+    checked = {
+        name: problems.attempt(lambda name=name: check_entry(value[name], path + (name,), loc, sink))
+        for name in points
+        if name in value
+    }
+    problems.raise_any()
+    return checked  # type: ignore[return-value]
+
+
+def _check_block_entry(block: object, path: KeyPath, loc: Locator, sink: Findings) -> dict[str, Any]:
+    """One block's overrides: ``layers`` and/or ``attn_layer``; every problem reported."""
+    if block is None:
+        return {}
+    if not isinstance(block, Mapping):
+        raise loc.error(path, f"{type_name(block)} is not allowed; valid: a mapping with layers and/or attn_layer")
+    problems = Problems()
+    for name in block:
+        if name not in SECTION_POINTS:
+            detail = f"unknown key {name!r}; {valid_choices(SECTION_POINTS, name)}{_point_hint(name, None)}"
+            problems.errors.append(loc.error(path + (name,), detail))
+    checked = {
+        section: problems.attempt(
+            lambda section=section: _check_section(block[section], path + (section,), section, loc, sink)
+        )
+        for section in SECTION_POINTS
+        if section in block
+    }
+    problems.raise_any()
+    return checked
 
 
 def _check_blocks(value: object, loc: Locator, sink: Findings) -> dict[int, dict[str, Any]]:
@@ -70,36 +99,35 @@ def _check_blocks(value: object, loc: Locator, sink: Findings) -> dict[int, dict
     if not isinstance(value, Mapping):
         detail = f"{type_name(value)} is not allowed; valid: a mapping of block index → overrides"
         raise loc.error(("blocks",), detail)
+    problems = Problems()
     result: dict[int, dict[str, Any]] = {}
     written: dict[int, Hashable] = {}
     for key, block in value.items():
         path: KeyPath = ("blocks", key)
         index = _block_index(key)
         if index is None:
-            raise loc.error(path, f"block index {key!r} is not allowed; valid: a non-negative integer such as 0")
+            detail = f"block index {key!r} is not allowed; valid: a non-negative integer such as 0"
+            problems.errors.append(loc.error(path, detail))
+            continue
         if index in written:
             first, again = loc.line(("blocks", written[index])), loc.line(path)
             lines = f" (lines {first} and {again})" if first and again else ""
-            raise loc.error(path, f"block {index} is given twice, as {written[index]!r} and {key!r}{lines}; merge them")
+            detail = f"block {index} is given twice, as {written[index]!r} and {key!r}{lines}; merge them"
+            problems.errors.append(loc.error(path, detail))
+            continue
         written[index] = key
-        if block is None:
-            block = {}
-        if not isinstance(block, Mapping):
-            raise loc.error(path, f"{type_name(block)} is not allowed; valid: a mapping with layers and/or attn_layer")
-        for name in block:
-            if name not in SECTION_POINTS:
-                detail = f"unknown key {name!r}; {valid_choices(SECTION_POINTS, name)}{_point_hint(name, None)}"
-                raise loc.error(path + (name,), detail)
-        result[index] = {
-            section: _check_section(block[section], path + (section,), section, loc, sink)
-            for section in SECTION_POINTS
-            if section in block
-        }
+        checked = problems.attempt(lambda block=block, path=path: _check_block_entry(block, path, loc, sink))
+        if checked is not None:
+            result[index] = checked
+    problems.raise_any()
     return dict(sorted(result.items()))
 
 
 def _check_document(data: object, loc: Locator, sink: Findings) -> dict[str, Any]:
-    """A whole config checked and put in canonical form (null sections become empty mappings)."""
+    """A whole config checked and put in canonical form (null sections become empty mappings).
+
+    Every problem found is reported at once, in one :class:`ConfigError`.
+    """
     if not isinstance(data, Mapping):
         hint = ""
         if data is None:
@@ -108,20 +136,24 @@ def _check_document(data: object, loc: Locator, sink: Findings) -> dict[str, Any
             hint = " (if this was meant as a file path: no such file)"
         valid = f"valid: a mapping with keys {', '.join(TOP_LEVEL_KEYS)}"
         raise loc.error((), f"the top level is {type_name(data)}{hint}; {valid}")
+    problems = Problems()
     for key in data:
         if key not in TOP_LEVEL_KEYS:
             hint = _point_hint(key, None)
-            if key in ENTRY_KEYS:
+            if key in entry_keys():
                 hint = f"; put {key} under default to apply it to every point"
-            raise loc.error((key,), f"unknown top-level key {key!r}; {valid_choices(TOP_LEVEL_KEYS, key)}{hint}")
-    result: dict[str, Any] = {}
-    if "default" in data:
-        result["default"] = check_entry(data["default"], ("default",), loc, sink)
-    for section in SECTION_POINTS:
-        if section in data:
-            result[section] = _check_section(data[section], (section,), section, loc, sink)
-    if "blocks" in data:
-        result["blocks"] = _check_blocks(data["blocks"], loc, sink)
+            detail = f"unknown top-level key {key!r}; {valid_choices(TOP_LEVEL_KEYS, key)}{hint}"
+            problems.errors.append(loc.error((key,), detail))
+    checks: dict[str, Callable[[], Any]] = {
+        "default": lambda: check_entry(data["default"], ("default",), loc, sink),
+        **{
+            section: (lambda section=section: _check_section(data[section], (section,), section, loc, sink))
+            for section in SECTION_POINTS
+        },
+        "blocks": lambda: _check_blocks(data["blocks"], loc, sink),
+    }
+    result = {key: problems.attempt(check) for key, check in checks.items() if key in data}
+    problems.raise_any()
     return result
 
 
@@ -169,9 +201,7 @@ def _common_mistakes(chain: list[tuple[KeyPath, Mapping[str, Any]]], point: Poin
     return found
 
 
-def _resolve_all(
-    data: Mapping[str, Any], loc: Locator, sink: Findings
-) -> dict[tuple[str, int | None], PointConfig]:
+def _resolve_all(data: Mapping[str, Any], loc: Locator, sink: Findings) -> dict[tuple[str, int | None], PointConfig]:
     """Every point of every section, and of every block that overrides it; warns about common mistakes."""
     base = [(("default",), data["default"])] if "default" in data else []
     chains: dict[tuple[str, int | None], list[tuple[KeyPath, Mapping[str, Any]]]] = {}
@@ -183,12 +213,13 @@ def _resolve_all(
         for section, entries in block.items():
             for name, entry in entries.items():
                 chains[(name, index)] = chains[(name, None)] + [(("blocks", index, section, name), entry)]
-    points = {}
+    problems = Problems()
+    points = {key: problems.attempt(lambda chain=chain: resolve_point(chain, loc)) for key, chain in chains.items()}
+    problems.raise_any()
     for (name, index), chain in chains.items():
-        points[(name, index)] = resolve_point(chain, loc)
         if name == "intSoft":
-            sink.extend(_common_mistakes(chain, points[(name, index)]))
-    return points
+            sink.extend(_common_mistakes(chain, points[(name, index)]))  # type: ignore[arg-type]
+    return points  # type: ignore[return-value]
 
 
 def _read_only(value: Any) -> Any:
@@ -225,9 +256,7 @@ class QuantConfig:
         self._setup({} if data is None else data, Locator(), (), stacklevel=2)
 
     @classmethod
-    def _build(
-        cls, data: object, loc: Locator, known: tuple[tuple[KeyPath, str], ...], stacklevel: int
-    ) -> QuantConfig:
+    def _build(cls, data: object, loc: Locator, known: tuple[tuple[KeyPath, str], ...], stacklevel: int) -> QuantConfig:
         """Validate ``data`` located by ``loc``; findings in ``known`` were already issued and are not repeated.
 
         ``stacklevel`` counts frames from this method's caller (1) up to the user's code.
@@ -333,11 +362,11 @@ class QuantConfig:
 
 def _update(entry: dict[str, Any], params: Mapping[str, Any], path: KeyPath) -> None:
     """Set (or, for None, remove) entry keys; unknown keys are an error naming ``path``."""
+    keys = entry_keys()
     for key, value in params.items():
-        if key not in ENTRY_KEYS:
-            raise Locator().error(path + (key,), f"unknown key {key!r}; {valid_choices(ENTRY_KEYS, key)}")
+        if key not in keys:
+            raise Locator().error(path + (key,), f"unknown key {key!r}; {valid_choices(keys, key)}")
         if value is None:
             entry.pop(key, None)
         else:
             entry[key] = value
-

@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
-import dataclasses
 import re
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 from explorer.bit_type import BIT_TYPE_PRESETS, MAX_BITS, MIN_BITS, BitType
-from explorer.config.errors import ConfigError, ConfigWarning, Findings, KeyPath, Locator, format_path, valid_choices
-from explorer.limits import KL_MAX_BINS
+from explorer.config.errors import (
+    ConfigError,
+    ConfigWarning,
+    Findings,
+    KeyPath,
+    Locator,
+    Problems,
+    format_path,
+    valid_choices,
+)
+from explorer.observers.params import ParamError, check_symmetric, type_name
+from explorer.observers.registry import all_params, observer_names, observer_params, symmetric_only
 
 WEIGHT_POINTS: tuple[str, ...] = ("attn_qkv", "attn_proj", "mlp_fc1", "mlp_fc2")
 """Weights of each block; configured under ``layers``."""
@@ -25,43 +35,34 @@ SECTION_MODULE_TYPES: dict[str, str] = {"layers": "linear_weight", "attn_layer":
 TOP_LEVEL_KEYS: tuple[str, ...] = ("default", "layers", "attn_layer", "blocks")
 """Keys a config file may have at its top level, in the order they are written out."""
 
-OBSERVER_TYPES: tuple[str, ...] = ("MinmaxObserver", "PercentileObserver", "OmseObserver", "KLObserver")
 CALIBRATION_MODES: tuple[str, ...] = ("layer_wise", "channel_wise")
 QUANTIZATION_METHODS: tuple[str, ...] = ("Uniform",)
-
-ENTRY_KEYS: tuple[str, ...] = (
-    "calibration_mode",
-    "bit_type",
-    "observer_type",
-    "quantization_method",
-    "percentile_alpha",
-    "percentile_sigma",
-    "kl_bins",
-    "symmetric",
-)
-"""Keys one entry (``default`` or a point) may set, in the order they are written out."""
+COMMON_KEYS: tuple[str, ...] = ("calibration_mode", "bit_type", "observer_type", "quantization_method")
+"""Keys every entry may set whatever its observer; observer parameters follow them, ``symmetric`` comes last."""
 BIT_TYPE_KEYS: tuple[str, ...] = ("bits", "signed", "name")
-
-OBSERVER_PARAMS: dict[str, tuple[str, ...]] = {
-    "MinmaxObserver": (),
-    "PercentileObserver": ("percentile_alpha", "percentile_sigma"),
-    "OmseObserver": (),
-    "KLObserver": ("kl_bins",),
-}
-"""Entry keys each observer type takes as constructor arguments (``symmetric`` is taken by all)."""
-
-BUILTIN_DEFAULTS: dict[str, Any] = {
+COMMON_DEFAULTS: dict[str, Any] = {
     "calibration_mode": "channel_wise",
     "bit_type": {"bits": 8, "signed": True, "name": "int8"},
     "observer_type": "PercentileObserver",
     "quantization_method": "Uniform",
-    "percentile_alpha": 0.9995,
-    "percentile_sigma": 0.1,
-    "kl_bins": 2048,
 }
-"""Values a point gets for keys that neither its entry nor ``default`` sets."""
+"""Values a point gets for the common keys that neither its entry nor ``default`` sets."""
 
 _PRESET_NAME = re.compile(r"(u?)int(\d+)")
+
+
+def entry_keys() -> tuple[str, ...]:
+    """Keys one entry (``default`` or a point) may set, in the order they are written out.
+
+    The observer parameters are those of every registered observer, so a class registered
+    with ``@register_observer`` brings its own keys.
+    """
+    return (*COMMON_KEYS, *all_params(), "symmetric")
+
+
+def builtin_defaults() -> dict[str, Any]:
+    """Values a point gets for keys that neither its entry nor ``default`` sets (each parameter's declared default)."""
+    return {**COMMON_DEFAULTS, **{name: spec.default for name, spec in all_params().items()}}
 
 
 def section_of(point: str) -> str:
@@ -77,23 +78,11 @@ def module_type_of(point: str) -> str:
     return SECTION_MODULE_TYPES[section_of(point)]
 
 
-def type_name(value: object) -> str:
-    """How a YAML user would call the type of ``value``."""
-    if value is None:
-        return "null"
-    names = {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list"}
-    for kind, name in names.items():
-        if type(value) is kind:
-            return f"{name} ({value!r})"
-    if isinstance(value, Mapping):
-        return "a mapping"
-    return type(value).__name__
-
-
-def _choice(valid: tuple[str, ...]) -> Callable[[object, KeyPath, Locator, Findings], str]:
-    """A check that the value is one of ``valid``."""
+def _choice(choices: Callable[[], tuple[str, ...]]) -> Callable[[object, KeyPath, Locator, Findings], str]:
+    """A check that the value is one of ``choices()`` (asked at check time: observers may be registered later)."""
 
     def check(value: object, path: KeyPath, loc: Locator, sink: Findings) -> str:
+        valid = choices()
         if not isinstance(value, str) or value not in valid:
             shown = repr(value) if isinstance(value, str) else type_name(value)
             raise loc.error(path, f"{shown} is not allowed; {valid_choices(valid, value)}")
@@ -105,31 +94,6 @@ def _choice(valid: tuple[str, ...]) -> Callable[[object, KeyPath, Locator, Findi
 def _is_real(value: object) -> bool:
     """A plain int or float (``true``/``false`` are not numbers here)."""
     return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _check_alpha(value: object, path: KeyPath, loc: Locator, sink: Findings) -> float:
-    """``percentile_alpha``: the kept fraction, in (0.5, 1]."""
-    if not _is_real(value) or not 0.5 < value <= 1.0:  # type: ignore[operator]
-        raise loc.error(path, f"{type_name(value)} is not allowed; valid: a number in (0.5, 1], e.g. 0.9995")
-    return float(value)  # type: ignore[arg-type]
-
-
-def _check_sigma(value: object, path: KeyPath, loc: Locator, sink: Findings) -> float:
-    """``percentile_sigma``: the EMA update weight, in (0, 1]."""
-    if not _is_real(value) or not 0.0 < value <= 1.0:  # type: ignore[operator]
-        raise loc.error(path, f"{type_name(value)} is not allowed; valid: a number in (0, 1], e.g. 0.1")
-    return float(value)  # type: ignore[arg-type]
-
-
-def _check_kl_bins(value: object, path: KeyPath, loc: Locator, sink: Findings) -> int:
-    """``kl_bins``: an integer histogram size; checked against the bit type once the point is resolved."""
-    if isinstance(value, bool) or not isinstance(value, int) or not 2 <= value <= KL_MAX_BINS:
-        raise loc.error(
-            path,
-            f"{type_name(value)} is not allowed; valid: an integer from the bit type's number of levels "
-            f"(128 for int8) up to {KL_MAX_BINS}, e.g. 2048",
-        )
-    return value
 
 
 def _check_symmetric(value: object, path: KeyPath, loc: Locator, sink: Findings) -> bool:
@@ -192,36 +156,47 @@ def check_bit_type(value: object, path: KeyPath, loc: Locator, sink: Findings) -
     return result
 
 
-ENTRY_CHECKS: dict[str, Callable[[Any, KeyPath, Locator, Findings], Any]] = {
-    "calibration_mode": _choice(CALIBRATION_MODES),
+_COMMON_CHECKS: dict[str, Callable[[Any, KeyPath, Locator, Findings], Any]] = {
+    "calibration_mode": _choice(lambda: CALIBRATION_MODES),
     "bit_type": check_bit_type,
-    "observer_type": _choice(OBSERVER_TYPES),
-    "quantization_method": _choice(QUANTIZATION_METHODS),
-    "percentile_alpha": _check_alpha,
-    "percentile_sigma": _check_sigma,
-    "kl_bins": _check_kl_bins,
+    "observer_type": _choice(observer_names),
+    "quantization_method": _choice(lambda: QUANTIZATION_METHODS),
     "symmetric": _check_symmetric,
 }
 
 
+def check_value(key: str, value: object, path: KeyPath, loc: Locator, sink: Findings) -> Any:
+    """One entry key's value checked (an observer parameter by its :class:`ParamSpec`); ConfigError names ``path``."""
+    if key in _COMMON_CHECKS:
+        return _COMMON_CHECKS[key](value, path, loc, sink)
+    params = all_params()
+    if key not in params:
+        raise loc.error(path, f"unknown key {key!r}; {valid_choices(entry_keys(), key)}")
+    try:
+        return params[key].check(value)
+    except ParamError as exc:
+        raise loc.error(path, str(exc)) from None
+
+
 def check_entry(entry: object, path: KeyPath, loc: Locator, sink: Findings) -> dict[str, Any]:
-    """One entry (``default`` or a point) checked key by key, in canonical key order.
+    """One entry (``default`` or a point) checked key by key, in canonical key order; every problem reported.
 
     ``null`` (or an empty mapping) means "nothing overridden"; ``symmetric: null`` means
     "the default" and is dropped. Warnings go to ``sink``.
     """
+    keys = entry_keys()
     if entry is None:
         return {}
     if not isinstance(entry, Mapping):
-        raise loc.error(path, f"{type_name(entry)} is not allowed; valid: a mapping of {', '.join(ENTRY_KEYS)}")
-    for key in entry:
-        if key not in ENTRY_CHECKS:
-            raise loc.error(path + (key,), f"unknown key {key!r}; {valid_choices(ENTRY_KEYS, key)}")
-    return {
-        key: ENTRY_CHECKS[key](entry[key], path + (key,), loc, sink)
-        for key in ENTRY_KEYS
-        if key in entry and not (key == "symmetric" and entry[key] is None)
+        raise loc.error(path, f"{type_name(entry)} is not allowed; valid: a mapping of {', '.join(keys)}")
+    problems = Problems()
+    checked = {
+        key: problems.attempt(lambda key=key: check_value(key, entry[key], path + (key,), loc, sink))
+        for key in entry
+        if not (key == "symmetric" and entry[key] is None)
     }
+    problems.raise_any()
+    return {key: checked[key] for key in keys if key in checked}
 
 
 def bit_type_of(mapping: Mapping[str, Any]) -> BitType:
@@ -229,24 +204,26 @@ def bit_type_of(mapping: Mapping[str, Any]) -> BitType:
     return BitType(mapping["bits"], mapping["signed"], mapping.get("name"))
 
 
-def cross_check(observer_type: str, bit_type: BitType, kl_bins: int, symmetric: bool | None) -> tuple[str, str] | None:
+def cross_check(
+    observer_type: str, bit_type: BitType, params: Mapping[str, Any], symmetric: bool | None
+) -> tuple[str, str] | None:
     """The first rule between keys that these settings break, as ``(key, why)``; None when consistent.
 
-    ``kl_bins`` must cover the bit type's levels wherever it matters: on a KLObserver, or when
-    set to anything but the built-in 2048. KLObserver is symmetric only.
+    A parameter bounded by the bit type's levels (``kl_bins``) must cover them wherever it matters:
+    on an observer that takes it, or when set to anything but its default. A symmetric-only
+    observer (KL) refuses ``symmetric: false``.
     """
-    levels = bit_type.levels
-    if (observer_type == "KLObserver" or kl_bins != BUILTIN_DEFAULTS["kl_bins"]) and kl_bins < levels:
-        return "kl_bins", (
-            f"kl_bins {kl_bins} is fewer than the {levels} levels of {bit_type.name} "
-            f"({bit_type.bits}-bit {'signed' if bit_type.signed else 'unsigned'}); "
-            f"valid: an integer from {levels} to {KL_MAX_BINS}"
-        )
-    if observer_type == "KLObserver" and symmetric is False:
-        return "symmetric", (
-            "KLObserver is symmetric only, so symmetric: false cannot be used with it; "
-            "valid: true, or leave symmetric out"
-        )
+    taken = {spec.name for spec in observer_params(observer_type)}
+    for name, spec in all_params().items():
+        if name in params and (name in taken or params[name] != spec.default):
+            try:
+                spec.check_levels(params[name], bit_type)
+            except ParamError as exc:
+                return name, str(exc)
+    try:
+        check_symmetric(observer_type, symmetric_only(observer_type), symmetric)
+    except ParamError as exc:
+        return "symmetric", str(exc)
     return None
 
 
@@ -263,35 +240,78 @@ def emit_warnings(
             warnings.warn(loc.message(path, why), ConfigWarning, stacklevel=stacklevel + 1)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False, repr=False)
 class PointConfig:
     """The fully resolved settings of one quantization point: everything needed to build its observer.
 
-    ``symmetric=None`` means the observer's default (symmetric when the bit type is signed).
-    Construction validates every field and the rules between them (:class:`ConfigError`).
+    It holds the common keys and a value for every parameter of every registered observer
+    (``params``; also readable as attributes, e.g. ``point.kl_bins``), so switching the observer
+    type keeps the other parameters. ``symmetric=None`` means the observer's default (symmetric
+    when the bit type is signed). Construction validates every field and the rules between them
+    (:class:`ConfigError`); instances are immutable and hashable.
     """
 
     observer_type: str
     calibration_mode: str
     bit_type: BitType
-    quantization_method: str = "Uniform"
-    percentile_alpha: float = 0.9995
-    percentile_sigma: float = 0.1
-    kl_bins: int = 2048
-    symmetric: bool | None = None
+    quantization_method: str
+    symmetric: bool | None
+    param_items: tuple[tuple[str, Any], ...]
+    """Every observer parameter as ``(name, value)``, in registration order (see ``params``)."""
 
-    def __post_init__(self) -> None:
+    def __init__(
+        self,
+        observer_type: str,
+        calibration_mode: str,
+        bit_type: BitType,
+        quantization_method: str = "Uniform",
+        symmetric: bool | None = None,
+        **params: Any,
+    ) -> None:
         loc = Locator()
         sink: Findings = []
-        if not isinstance(self.bit_type, BitType):
-            raise loc.error(("bit_type",), f"{type_name(self.bit_type)} is not allowed; valid: a BitType")
-        for key in ENTRY_KEYS:
-            value = getattr(self, key)
-            if key != "bit_type" and not (key == "symmetric" and value is None):
-                object.__setattr__(self, key, ENTRY_CHECKS[key](value, (key,), loc, sink))
-        broken = cross_check(self.observer_type, self.bit_type, self.kl_bins, self.symmetric)
+        if not isinstance(bit_type, BitType):
+            raise loc.error(("bit_type",), f"{type_name(bit_type)} is not allowed; valid: a BitType")
+        common = {"observer_type": observer_type, "calibration_mode": calibration_mode}
+        common["quantization_method"] = quantization_method
+        fields = {key: check_value(key, value, (key,), loc, sink) for key, value in common.items()}
+        if symmetric is not None:
+            symmetric = check_value("symmetric", symmetric, ("symmetric",), loc, sink)
+        values = {name: spec.default for name, spec in all_params().items()}
+        values.update({key: check_value(key, value, (key,), loc, sink) for key, value in params.items()})
+        broken = cross_check(fields["observer_type"], bit_type, values, symmetric)
         if broken is not None:
             raise loc.error((broken[0],), broken[1])
+        fields.update(bit_type=bit_type, symmetric=symmetric, param_items=tuple(values.items()))
+        for key, value in fields.items():
+            object.__setattr__(self, key, value)
+
+    @property
+    def params(self) -> Mapping[str, Any]:
+        """Every observer parameter by name, read-only."""
+        return MappingProxyType(dict(self.param_items))
+
+    def __getattr__(self, name: str) -> Any:
+        """An observer parameter by name (``point.percentile_alpha``)."""
+        if name != "param_items" and not name.startswith("__"):
+            for key, value in self.param_items:
+                if key == name:
+                    return value
+        raise AttributeError(f"PointConfig has no setting {name!r}; valid: {', '.join(entry_keys())}")
+
+    def __repr__(self) -> str:
+        return f"PointConfig({', '.join(f'{key}={value!r}' for key, value in self._fields().items())})"
+
+    def _fields(self) -> dict[str, Any]:
+        """Every setting as a constructor keyword argument."""
+        return {
+            "observer_type": self.observer_type,
+            "calibration_mode": self.calibration_mode,
+            "bit_type": self.bit_type,
+            "quantization_method": self.quantization_method,
+            "symmetric": self.symmetric,
+            **dict(self.param_items),
+        }
 
     @classmethod
     def from_mapping(cls, mapping: Mapping[str, Any]) -> PointConfig:
@@ -303,32 +323,28 @@ class PointConfig:
 
     def observer_params(self) -> dict[str, Any]:
         """Constructor keyword arguments for this point's observer: only those its type takes."""
-        params = {key: getattr(self, key) for key in OBSERVER_PARAMS[self.observer_type]}
+        params = {spec.name: self.params[spec.name] for spec in observer_params(self.observer_type)}
         if self.symmetric is not None:
             params["symmetric"] = self.symmetric
         return params
 
     def to_mapping(self) -> dict[str, Any]:
-        """All settings as YAML keys (``symmetric`` only when set)."""
-        mapping: dict[str, Any] = {}
-        for key in ENTRY_KEYS:
-            value = getattr(self, key)
-            if key == "bit_type":
-                mapping[key] = {"bits": value.bits, "signed": value.signed, "name": value.name}
-            elif value is not None:
-                mapping[key] = value
-        return mapping
+        """All settings as YAML keys, in the order they are written out (``symmetric`` only when set)."""
+        fields = self._fields()
+        fields["bit_type"] = {"bits": self.bit_type.bits, "signed": self.bit_type.signed, "name": self.bit_type.name}
+        return {key: fields[key] for key in entry_keys() if fields.get(key) is not None}
 
     def replace(self, **changes: Any) -> PointConfig:
         """A copy with some settings changed, validated; ``bit_type`` may be a preset name or mapping."""
-        unknown = [key for key in changes if key not in ENTRY_KEYS]
+        keys = entry_keys()
+        unknown = [key for key in changes if key not in keys]
         if unknown:
-            raise Locator().error((unknown[0],), f"unknown key {unknown[0]!r}; {valid_choices(ENTRY_KEYS, unknown[0])}")
+            raise Locator().error((unknown[0],), f"unknown key {unknown[0]!r}; {valid_choices(keys, unknown[0])}")
         if "bit_type" in changes and not isinstance(changes["bit_type"], BitType):
             sink: Findings = []
             changes["bit_type"] = bit_type_of(check_bit_type(changes["bit_type"], ("bit_type",), Locator(), sink))
             emit_warnings(sink, Locator(), stacklevel=2)
-        return dataclasses.replace(self, **changes)
+        return PointConfig(**{**self._fields(), **changes})
 
 
 def _origin_label(path: KeyPath | None) -> str:
@@ -344,17 +360,17 @@ def resolve_point(chain: Sequence[tuple[KeyPath, Mapping[str, Any]]], loc: Locat
     ``chain`` pairs each entry with its key path (e.g. ``default``, then ``attn_layer.intSoft``).
     A broken rule between keys is reported at the most specific entry, naming where each value came from.
     """
-    merged: dict[str, Any] = dict(BUILTIN_DEFAULTS)
+    merged: dict[str, Any] = builtin_defaults()
     origin: dict[str, KeyPath | None] = dict.fromkeys(merged)
     for path, entry in chain:
         for key, value in entry.items():
             merged[key] = value
             origin[key] = path
     merged["bit_type"] = bit_type_of(merged["bit_type"])
-    broken = cross_check(merged["observer_type"], merged["bit_type"], merged["kl_bins"], merged.get("symmetric"))
+    broken = cross_check(merged["observer_type"], merged["bit_type"], merged, merged.get("symmetric"))
     if broken is not None:
         key, why = broken
-        involved = (key, "bit_type", "observer_type") if key == "kl_bins" else (key, "observer_type")
+        involved = (key, "observer_type") if key == "symmetric" else (key, "bit_type", "observer_type")
         sources = ", ".join(f"{name} from {_origin_label(origin.get(name))}" for name in involved)
         raise loc.error((chain[-1][0] if chain else ()) + (key,), f"{why} ({sources})")
     return PointConfig(**merged)

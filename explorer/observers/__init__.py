@@ -1,11 +1,25 @@
 """Observers: collect statistics of a tensor stream and choose quantization parameters."""
 
+# Import order is registration order: the order the app lists the built-in observers.
+# isort: off
 from explorer.observers.base import Observer
-from explorer.observers.kl import KLObserver
 from explorer.observers.minmax import MinmaxObserver
-from explorer.observers.omse import OmseObserver
 from explorer.observers.percentile import PercentileObserver
-from explorer.observers.registry import build_observer, observer_class, observer_names, register_observer
+from explorer.observers.omse import OmseObserver
+from explorer.observers.kl import KLObserver
+
+# isort: on
+from explorer.observers.params import ParamError, ParamSpec
+from explorer.observers.registry import (
+    build_observer,
+    observer_class,
+    observer_color,
+    observer_label,
+    observer_names,
+    observer_params,
+    register_observer,
+    registered_observers,
+)
 
 __all__ = [
     "Observer",
@@ -13,8 +27,14 @@ __all__ = [
     "PercentileObserver",
     "OmseObserver",
     "KLObserver",
+    "ParamError",
+    "ParamSpec",
     "build_observer",
     "observer_class",
+    "observer_color",
+    "observer_label",
     "observer_names",
+    "observer_params",
     "register_observer",
+    "registered_observers",
 ]

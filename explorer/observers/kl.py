@@ -16,13 +16,14 @@ exact to merge across batches and processes, and bounds memory (a fixed size per
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import Tensor
 
 from explorer.bit_type import BitType
 from explorer.observers.base import Observer
+from explorer.observers.params import KL_BINS, ParamSpec, check_observer_params, check_symmetric
 from explorer.observers.registry import register_observer
 from explorer.stats.histogram import SignedHistogram, shift_bins
 from explorer.stats.point_stats import half_bins_for
@@ -55,6 +56,11 @@ class KLObserver(Observer):
     ``divergence`` the KL of every threshold.
     """
 
+    label: ClassVar[str] = "KL"
+    color: ClassVar[str] = "#9467bd"
+    params: ClassVar[tuple[ParamSpec, ...]] = (KL_BINS,)
+    symmetric_only: ClassVar[bool] = True
+
     def __init__(
         self,
         bit_type: BitType,
@@ -64,15 +70,8 @@ class KLObserver(Observer):
         symmetric: bool | None = None,
     ) -> None:
         super().__init__(bit_type, module_type, calibration_mode, symmetric)
-        if symmetric is False:
-            raise ValueError("KLObserver supports symmetric quantization only; remove symmetric: false")
-        if isinstance(kl_bins, bool) or not isinstance(kl_bins, int):
-            raise TypeError(f"KLObserver: kl_bins must be an int, got {kl_bins!r}")
-        if kl_bins < bit_type.levels:
-            raise ValueError(
-                f"KLObserver: kl_bins={kl_bins} is below the {bit_type.levels} quantization levels "
-                f"of {bit_type.name}; use at least {bit_type.levels} (2048 is the default)"
-            )
+        check_symmetric(self._name, self.symmetric_only, symmetric)
+        kl_bins = check_observer_params(self._name, self.params, bit_type, {"kl_bins": kl_bins})["kl_bins"]
         self.kl_bins = kl_bins
         self.stats_hist: SignedHistogram | None = None  # the statistics (sign-magnitude, power-of-two bins)
         self.hist: Tensor | None = None  # [C, L] int64 counts of |x| searched last

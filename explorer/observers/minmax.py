@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 from torch import Tensor
 
 from explorer.observers.base import Observer
+from explorer.observers.params import ParamSpec
 from explorer.observers.registry import register_observer
 
 if TYPE_CHECKING:
@@ -16,6 +17,10 @@ if TYPE_CHECKING:
 @register_observer("MinmaxObserver")
 class MinmaxObserver(Observer):
     """Clips at the extremes seen: nothing is clipped, outliers stretch the scale."""
+
+    label: ClassVar[str] = "MinMax"
+    color: ClassVar[str] = "#d62728"
+    params: ClassVar[tuple[ParamSpec, ...]] = ()
 
     def _observe(self, rows: Tensor, lo: Tensor, hi: Tensor) -> None:
         """The running min/max the base class keeps is all MinMax needs."""

@@ -12,13 +12,14 @@ kept and every candidate is scored exactly on them.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 from torch import Tensor
 
 from explorer.bit_type import BitType
 from explorer.observers.base import Observer
+from explorer.observers.params import ParamSpec
 from explorer.observers.registry import register_observer
 from explorer.quant_ops import qparams_from_range
 from explorer.stats.histogram import SignedHistogram
@@ -40,6 +41,10 @@ _REFINE_RADIUS = 2
 @register_observer("OmseObserver")
 class OmseObserver(Observer):
     """Grid search over ``range * (1 - i/100)``, ``i = 0..99``, minimising the L2 error on all data."""
+
+    label: ClassVar[str] = "OMSE"
+    color: ClassVar[str] = "#2ca02c"
+    params: ClassVar[tuple[ParamSpec, ...]] = ()
 
     def __init__(
         self,

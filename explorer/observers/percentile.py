@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from torch import Tensor
 
 from explorer.bit_type import BitType
 from explorer.observers.base import Observer
+from explorer.observers.params import PERCENTILE_ALPHA, PERCENTILE_SIGMA, ParamSpec, check_observer_params
 from explorer.observers.registry import register_observer
 from explorer.stats.quantile import row_quantile
 
@@ -23,6 +24,10 @@ class PercentileObserver(Observer):
     Works layer-wise and channel-wise, on tensors of any size.
     """
 
+    label: ClassVar[str] = "Percentile"
+    color: ClassVar[str] = "#1f77b4"
+    params: ClassVar[tuple[ParamSpec, ...]] = (PERCENTILE_ALPHA, PERCENTILE_SIGMA)
+
     def __init__(
         self,
         bit_type: BitType,
@@ -33,16 +38,14 @@ class PercentileObserver(Observer):
         symmetric: bool | None = None,
     ) -> None:
         super().__init__(bit_type, module_type, calibration_mode, symmetric)
-        if isinstance(percentile_alpha, bool) or not isinstance(percentile_alpha, (int, float)):
-            raise TypeError(f"PercentileObserver: percentile_alpha must be a number, got {percentile_alpha!r}")
-        if not 0.5 < percentile_alpha <= 1.0:
-            raise ValueError(f"PercentileObserver: percentile_alpha must be in (0.5, 1], got {percentile_alpha}")
-        if isinstance(percentile_sigma, bool) or not isinstance(percentile_sigma, (int, float)):
-            raise TypeError(f"PercentileObserver: percentile_sigma must be a number, got {percentile_sigma!r}")
-        if not 0.0 < percentile_sigma <= 1.0:
-            raise ValueError(f"PercentileObserver: percentile_sigma must be in (0, 1], got {percentile_sigma}")
-        self.percentile_alpha = float(percentile_alpha)
-        self.percentile_sigma = float(percentile_sigma)
+        checked = check_observer_params(
+            self._name,
+            self.params,
+            bit_type,
+            {"percentile_alpha": percentile_alpha, "percentile_sigma": percentile_sigma},
+        )
+        self.percentile_alpha = float(checked["percentile_alpha"])
+        self.percentile_sigma = float(checked["percentile_sigma"])
         self.ema_low: Tensor | None = None
         self.ema_high: Tensor | None = None
 

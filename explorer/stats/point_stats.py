@@ -20,19 +20,17 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from explorer.limits import STATS_CHANNEL_BIN_BUDGET, STATS_CHANNEL_HALF_BINS, STATS_POINT_HALF_BINS, STATS_RAW_VALUES
 from explorer.stats.histogram import SignedHistogram
 from explorer.stats.layout import CALIBRATION_MODES, channel_rows, checked_tensor
 from explorer.stats.quantile import row_ends, tail_length, tail_quantile
 
 DEFAULT_ALPHA_FLOOR = 0.999
-# Whole-point histograms: bins per side (enough for KL at kl_bins up to 32768, i.e. int16).
-POINT_HALF_BINS = 1 << 15
-# Per-channel histograms: bins per side from this budget of bins per point, within the bounds.
-CHANNEL_BIN_BUDGET = 1 << 19
-CHANNEL_HALF_BINS_MIN = 128
-CHANNEL_HALF_BINS_MAX = 1 << 15
-# Raw values are kept while a point has seen at most this many values in all.
-RAW_LIMIT = 262_144
+# Sizes are fixed per point, whatever the data or the number of batches (see explorer.limits).
+POINT_HALF_BINS = STATS_POINT_HALF_BINS
+CHANNEL_BIN_BUDGET = STATS_CHANNEL_BIN_BUDGET
+CHANNEL_HALF_BINS_MIN, CHANNEL_HALF_BINS_MAX = STATS_CHANNEL_HALF_BINS
+RAW_LIMIT = STATS_RAW_VALUES
 
 
 def channel_half_bins(channels: int) -> int:

@@ -7,12 +7,19 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from explorer.analysis import OBSERVER_LABELS, ObserverSummary
+from explorer.analysis import ObserverSummary
 from explorer.charts import error_heatmap, histogram_figure, wins_figure
+from explorer.observers import observer_label, observer_names
+from explorer.ui.explain import minmax_gaps
 from explorer.ui.layer_view import ALL_VALUES, clip_lines
 from explorer.ui.session import Loaded, cached_error_table, calibrated_summaries, point_facts, point_histogram
 
-LABELS = list(OBSERVER_LABELS.values())
+
+def observer_labels() -> list[str]:
+    """The labels of the registered observers, in registration order (the table's columns)."""
+    return [observer_label(name) for name in observer_names()]
+
+
 HEAT_METRICS = {
     "SQNR dB": ("SQNR dB", True),
     "log10 MSE": ("MSE", False),
@@ -33,7 +40,7 @@ def side_by_side(loaded: Loaded, block: int, name: str) -> None:
         return
     results = calibrated_summaries(run, run_id, block, name)
     for column, (observer_type, result) in zip(st.columns(len(results)), results.items(), strict=True):
-        label = OBSERVER_LABELS[observer_type]
+        label = observer_label(observer_type)
         with column:
             if not isinstance(result, ObserverSummary):
                 st.error(f"{label}: {result}")
@@ -51,29 +58,11 @@ def side_by_side(loaded: Loaded, block: int, name: str) -> None:
 def heat_values(table: pd.DataFrame, metric: str) -> np.ndarray:
     """The points × observers matrix of ``metric`` (a :data:`HEAT_METRICS` key) from the error table."""
     column, _ = HEAT_METRICS[metric]
-    values = table[[f"{label} {column}" for label in LABELS]].to_numpy(dtype=float)
+    values = table[[f"{label} {column}" for label in observer_labels()]].to_numpy(dtype=float)
     if metric == "log10 MSE":
         with np.errstate(divide="ignore"):
             values = np.log10(values)
     return values
-
-
-def minmax_gaps(table: pd.DataFrame, top: int = 3) -> list[str]:
-    """Sentences naming the points where MinMax's SQNR is furthest below the best observer's."""
-    sqnr = table[[f"{label} SQNR dB" for label in LABELS]]
-    best = sqnr.max(axis=1)
-    gap = best - table["MinMax SQNR dB"]
-    sentences = []
-    for index in gap.sort_values(ascending=False).index[:top]:
-        if not np.isfinite(gap[index]) or gap[index] <= 0:
-            break
-        row = table.loc[index]
-        winner = sqnr.loc[index].idxmax().removesuffix(" SQNR dB")
-        sentences.append(
-            f"block {row['block']} · {row['point']}: MinMax {row['MinMax SQNR dB']:.1f} dB, "
-            f"{gap[index]:.1f} dB below {winner} ({best[index]:.1f} dB)"
-        )
-    return sentences
 
 
 def _open_in_layer() -> None:
@@ -89,19 +78,16 @@ def all_points(loaded: Loaded) -> None:
     st.markdown("##### All points")
     table = cached_error_table(loaded.run, loaded.settings.run_id)
     rows = [f"{b} · {p}" for b, p in zip(table["block"], table["point"], strict=True)]
-    gaps = minmax_gaps(table)
-    if gaps:
-        st.markdown("**Where MinMax falls apart** (largest SQNR gap to the best observer):")
-        st.markdown("\n".join(f"- {gap}" for gap in gaps))
+    st.markdown(minmax_gaps(table, observer_labels()))
     heat_col, wins_col = st.columns([2, 1], gap="large")
     with heat_col:
         metric = st.radio("Colour", list(HEAT_METRICS), horizontal=True, key="heat_metric")
         _, higher_is_better = HEAT_METRICS[metric]
         st.plotly_chart(
-            error_heatmap(heat_values(table, metric), rows, LABELS, metric, higher_is_better), key="heatmap"
+            error_heatmap(heat_values(table, metric), rows, observer_labels(), metric, higher_is_better), key="heatmap"
         )
     with wins_col:
-        wins = {label: int((table["winner"] == label).sum()) for label in LABELS}
+        wins = {label: int((table["winner"] == label).sum()) for label in observer_labels()}
         st.plotly_chart(wins_figure(wins, "Least MSE: points won"), key="wins")
         by_kind = table.groupby("kind")["winner"].agg(lambda w: w.value_counts().idxmax())
         st.markdown("\n".join(f"- most often best on **{kind}** points: {best}" for kind, best in by_kind.items()))
@@ -114,7 +100,7 @@ def all_points(loaded: Loaded) -> None:
         key="error_table",
         column_config={
             f"{label} {metric}": st.column_config.NumberColumn(format=fmt)
-            for label in LABELS
+            for label in observer_labels()
             for metric, fmt in formats.items()
         },
     )

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
 from explorer.analysis import DistributionFacts
 from explorer.analysis.explore import EXTREME_CHANNEL_RATIO
+from explorer.bit_type import BitType
 
 HEAVY_TAIL_RATIO = 2.0
 """max|x| / p99.99|x| above which a few outliers noticeably stretch MinMax's range."""
+MATERIAL_GAP_DB = 3.0
+"""SQNR gap to the best observer from which MinMax is said to fall apart (3 dB: twice the error power)."""
 
 
 def _channels(extreme: list[tuple[int, float]]) -> str:
@@ -14,11 +22,12 @@ def _channels(extreme: list[tuple[int, float]]) -> str:
     return ", ".join(f"{channel} ({ratio:.1f}×)" for channel, ratio in extreme)
 
 
-def explain_facts(facts: DistributionFacts, channel_wise: bool) -> list[str]:
+def explain_facts(facts: DistributionFacts, channel_wise: bool, bit_type: BitType | None = None) -> list[str]:
     """One sentence per fact: range, tail, outlier ratio, extreme channels and sign.
 
-    ``channel_wise`` says whether the point is quantized per channel in the tuned config,
-    which decides what extreme channels cost.
+    ``channel_wise`` and ``bit_type`` are the point's settings in the tuned config: they decide
+    what extreme channels cost and whether an unsigned type of the same width would help
+    (suggested only for a signed type on non-negative data; without ``bit_type``, no type is named).
     """
     ratio = facts.outlier_ratio
     sentences = [
@@ -53,11 +62,47 @@ def explain_facts(facts: DistributionFacts, channel_wise: bool) -> list[str]:
             "layer_wise and channel_wise ranges differ little here."
         )
     if facts.min >= 0:
-        sentences.append(
-            "All values are ≥ 0 (e.g. softmax probabilities): a signed type leaves its negative half unused; "
-            "an unsigned type (uint8) doubles the resolution."
-        )
+        sentences.append(_sign_advice(bit_type))
     return sentences
+
+
+def _sign_advice(bit_type: BitType | None) -> str:
+    """What non-negative data means for the point's bit type."""
+    if bit_type is None:
+        return "All values are ≥ 0 (e.g. softmax probabilities): a signed type would leave its negative half unused."
+    if not bit_type.signed:
+        return f"All values are ≥ 0, and the unsigned {bit_type.name} uses its whole range for them."
+    return (
+        f"All values are ≥ 0 (e.g. softmax probabilities): {bit_type.name} leaves its negative half unused; "
+        f"uint{bit_type.bits} (unsigned, same {bit_type.bits} bits) doubles the resolution."
+    )
+
+
+def minmax_gaps(table: pd.DataFrame, labels: Sequence[str], top: int = 3) -> str:
+    """Markdown for "Where MinMax falls apart": the points whose MinMax SQNR is furthest below the best
+    observer's, when that gap is material (≥ :data:`MATERIAL_GAP_DB`), else a sentence saying no point has one.
+
+    ``table`` is the all-points error table, with a ``"<label> SQNR dB"`` column per observer label.
+    """
+    sqnr = table[[f"{label} SQNR dB" for label in labels]]
+    best = sqnr.max(axis=1)
+    gap = best - table["MinMax SQNR dB"]
+    lines = []
+    for index in gap.sort_values(ascending=False).index[:top]:
+        if not np.isfinite(gap[index]) or gap[index] < MATERIAL_GAP_DB:
+            break
+        row = table.loc[index]
+        winner = sqnr.loc[index].idxmax().removesuffix(" SQNR dB")
+        lines.append(
+            f"- block {row['block']} · {row['point']}: MinMax {row['MinMax SQNR dB']:.1f} dB, "
+            f"{gap[index]:.1f} dB below {winner} ({best[index]:.1f} dB)"
+        )
+    if not lines:
+        return (
+            f"**Where MinMax falls apart:** nowhere here — no point has a material gap "
+            f"(≥ {MATERIAL_GAP_DB:g} dB SQNR) between MinMax and the best observer."
+        )
+    return "\n".join(["**Where MinMax falls apart** (largest SQNR gap to the best observer):", *lines])
 
 
 POINT_DESCRIPTIONS: dict[str, str] = {

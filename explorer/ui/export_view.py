@@ -2,24 +2,29 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pandas as pd
 import streamlit as st
 
-from explorer.analysis import POINTS
-from explorer.config import ConfigError, QuantConfig, dump_config, load_config
+from explorer.config import ConfigError, ConfigWarning, QuantConfig, changed_points, dump_config, load_config
 
 
-def changed_points(base: QuantConfig, tuned: QuantConfig, num_blocks: int) -> pd.DataFrame:
-    """Every ``(block, point)`` whose resolved settings differ between the base and the tuned config."""
-    rows = []
-    for block in range(num_blocks):
-        for name in POINTS:
-            before, after = base.point(name, block).to_mapping(), tuned.point(name, block).to_mapping()
-            changes = [
-                f"{key}: {before.get(key)} → {after.get(key)}" for key in after if after.get(key) != before.get(key)
-            ]
-            if changes:
-                rows.append({"block": block, "point": name, "changes": "; ".join(changes)})
+def _shown(value: object) -> str:
+    """A setting as the changes table shows it; a key that is not set reads "default"."""
+    return "default" if value is None else str(value)
+
+
+def changes_table(base: QuantConfig, tuned: QuantConfig, num_blocks: int) -> pd.DataFrame:
+    """Every ``(block, point)`` whose resolved settings differ, one row each, with ``key: before → after``."""
+    rows = [
+        {
+            "block": block,
+            "point": name,
+            "changes": "; ".join(f"{key}: {_shown(old)} → {_shown(new)}" for key, (old, new) in changes.items()),
+        }
+        for block, name, changes in changed_points(base, tuned, num_blocks)
+    ]
     return pd.DataFrame(rows, columns=["block", "point", "changes"])
 
 
@@ -27,7 +32,9 @@ def export_tab(base: QuantConfig, tuned: QuantConfig, num_blocks: int) -> None:
     """Show, validate and offer the tuned config."""
     text = dump_config(tuned)
     try:
-        valid = load_config(text) == tuned
+        with warnings.catch_warnings():  # the tuned config's warnings are shown below, and were logged once
+            warnings.simplefilter("ignore", ConfigWarning)
+            valid = load_config(text) == tuned
         problem = "it loads back as a different config"
     except (ConfigError, ValueError) as exc:
         valid, problem = False, str(exc)
@@ -45,7 +52,7 @@ def export_tab(base: QuantConfig, tuned: QuantConfig, num_blocks: int) -> None:
         st.code(text, language="yaml")
     with diff_col:
         st.markdown("##### Points changed from the base config")
-        changes = changed_points(base, tuned, num_blocks)
+        changes = changes_table(base, tuned, num_blocks)
         if changes.empty:
             st.caption("None yet: tune a point in the Layer tab and apply it.")
         else:

@@ -9,9 +9,10 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from explorer.analysis import OBSERVER_LABELS, DistributionFacts, ObserverSummary
+from explorer.analysis import DistributionFacts, ObserverSummary
 from explorer.charts import ClipRange, channel_range_figure, channel_scale_figure, histogram_figure
 from explorer.config import ConfigError, PointConfig
+from explorer.observers import observer_label
 from explorer.ui.explain import explain_facts
 from explorer.ui.session import (
     Loaded,
@@ -33,7 +34,7 @@ def observer_results(loaded: Loaded, block: int, name: str, draft: PointConfig |
     """The four calibrated observers and the tuned draft on one point, by label (errors as text)."""
     run, run_id = loaded.run, loaded.settings.run_id
     results: dict[str, ObserverResult] = {
-        OBSERVER_LABELS[t]: r for t, r in calibrated_summaries(run, run_id, block, name).items()
+        observer_label(t): r for t, r in calibrated_summaries(run, run_id, block, name).items()
     }
     if isinstance(draft, str):
         results[TUNED_LABEL] = draft
@@ -77,7 +78,7 @@ def metrics_table(results: Mapping[str, ObserverResult], tuned_point: PointConfi
     for label, result in results.items():
         row: dict[str, object] = {"observer": label}
         if label == TUNED_LABEL and isinstance(tuned_point, PointConfig):
-            row["observer"] = f"{label} ({OBSERVER_LABELS[tuned_point.observer_type]})"
+            row["observer"] = f"{label} ({observer_label(tuned_point.observer_type)})"
         if isinstance(result, ObserverSummary):
             row.update(
                 {
@@ -117,7 +118,7 @@ def tuned_metrics(results: Mapping[str, ObserverResult], draft: PointConfig | st
     if not isinstance(tuned, ObserverSummary) or not isinstance(draft, PointConfig):
         st.error(f"Tuned settings are not usable: {tuned}")
         return
-    label = OBSERVER_LABELS[draft.observer_type]
+    label = observer_label(draft.observer_type)
     base = results.get(label)
     delta = f"{tuned.sqnr_db - base.sqnr_db:+.2f} dB" if isinstance(base, ObserverSummary) else None
     widest = " (widest channel)" if tuned.clip_min.size > 1 else ""
@@ -179,8 +180,9 @@ def layer_tab(loaded: Loaded, block: int, name: str) -> None:
         },
     )
     st.markdown("##### What the data says")
-    mode = st.session_state[TUNED].point(name, block).calibration_mode
-    st.markdown("\n".join(f"- {sentence}" for sentence in explain_facts(facts, mode == "channel_wise")))
+    tuned_point = st.session_state[TUNED].point(name, block)
+    sentences = explain_facts(facts, tuned_point.calibration_mode == "channel_wise", tuned_point.bit_type)
+    st.markdown("\n".join(f"- {sentence}" for sentence in sentences))
     st.markdown("##### Per channel")
     ranges = {label: (s.clip_min, s.clip_max) for label, s in summaries.items()}
     scales = {label: s.scale for label, s in summaries.items()}

@@ -116,7 +116,7 @@ def point_selector(num_blocks: int) -> tuple[int, str]:
     if st.session_state.get("sel_block", 0) >= num_blocks:
         st.session_state["sel_block"] = 0
     st.session_state.setdefault("sel_point", DEFAULT_POINT)
-    col1, col2, _ = st.columns([1, 2, 3])
+    col1, col2, _ = st.columns([1, 3, 2])  # the point column fits "attn_qkv_output — qkv linear output" at 1100 px
     block = col1.selectbox("Block", range(num_blocks), key="sel_block")
     point = col2.selectbox(
         "Quantization point", POINTS, key="sel_point", format_func=lambda p: f"{p} — {POINT_DESCRIPTIONS[p]}"
@@ -124,8 +124,13 @@ def point_selector(num_blocks: int) -> tuple[int, str]:
     return int(block), str(point)
 
 
-COMPACT_METRICS = "<style>[data-testid='stMetricValue'] { font-size: 1.6rem; }</style>"
-"""Metric values at a size that fits five to a row beside the sidebar."""
+COMPACT_METRICS = (
+    "<style>[data-testid='stMetricValue'] { font-size: clamp(0.95rem, 1.6vw, 1.6rem); }"
+    ":is([data-testid='stMetricLabel'], [data-testid='stMetricValue'], [data-testid='stMetricDelta']) * "
+    "{ white-space: normal !important; overflow-wrap: anywhere; text-overflow: clip !important; }</style>"
+)
+"""Metric values at a size that fits five to a row beside the sidebar (smaller on narrow windows);
+labels, values and deltas wrap instead of being cut."""
 
 
 def main() -> None:

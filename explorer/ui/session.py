@@ -24,7 +24,6 @@ import streamlit as st
 from torch import nn
 
 from explorer.analysis import (
-    OBSERVER_TYPES,
     DistributionFacts,
     ExplorerRun,
     ObserverSummary,
@@ -38,6 +37,7 @@ from explorer.analysis import (
 from explorer.analysis.evaluation import AccuracyReport, evaluate_quantized
 from explorer.config import PointConfig, QuantConfig
 from explorer.data import batched, model_input_config
+from explorer.observers import observer_names
 from explorer.ui.sources import Holdout, ModelSource, Settings, holdout_images, load_images, load_model
 
 RUN_STORE_SIZE = 2
@@ -129,7 +129,7 @@ def calibrated_summaries(_run: ExplorerRun, run_id: str, block: int, point: str)
     """Each observer type's summary on one point with the run's config (or why it failed)."""
     key = (block, point)
     results: dict[str, ObserverResult] = {}
-    for observer_type in OBSERVER_TYPES:
+    for observer_type in observer_names():
         try:
             results[observer_type] = point_summary(_run, key, _run.point_config(observer_type, key))
         except (ValueError, RuntimeError) as exc:

@@ -12,29 +12,37 @@ from typing import Any
 
 import streamlit as st
 
-from explorer.analysis import OBSERVER_LABELS, OBSERVER_TYPES, as_observer_type
-from explorer.config import CALIBRATION_MODES, ConfigError, PointConfig, QuantConfig, load_config, section_of
+from explorer.analysis import as_observer_type
+from explorer.bit_type import MAX_BITS, MIN_BITS, BitType
+from explorer.config import CALIBRATION_MODES, ConfigError, PointConfig, QuantConfig, apply_point
+from explorer.observers import ParamSpec, observer_label, observer_names, observer_params
+from explorer.observers.registry import all_params
 from explorer.ui.session import reset_when_changed
 
 TUNED = "tuned"
 """Session-state key of the tuned :class:`QuantConfig`."""
 MESSAGE = "tune_message"
 """Session-state key of the last apply's outcome, as ``(kind, text)``."""
-WIDGET_KEYS = ("tune_observer", "tune_alpha", "tune_sigma", "tune_kl_bins", "tune_bits", "tune_signed", "tune_mode")
-OBSERVER_PARAMETERS = {"PercentileObserver": ("tune_alpha", "tune_sigma"), "KLObserver": ("tune_kl_bins",)}
-"""The parameter widgets each observer type uses (the others are disabled)."""
-WIDGET_PARAMETERS = {"tune_alpha": "percentile_alpha", "tune_sigma": "percentile_sigma", "tune_kl_bins": "kl_bins"}
-"""Parameter widget → the config key it edits."""
+COMMON_WIDGETS = ("tune_observer", "tune_bits", "tune_signed", "tune_mode")
+"""Widgets every observer uses; each observer parameter has its own (:func:`param_key`)."""
 FLOAT_DECIMALS = 8
+
+
+def param_key(name: str) -> str:
+    """The widget key of observer parameter ``name`` (``tune_percentile_alpha``)."""
+    return f"tune_{name}"
+
+
+def widget_keys() -> tuple[str, ...]:
+    """Keys of every tuning widget: the common ones and one per registered observer parameter."""
+    return (*COMMON_WIDGETS, *(param_key(name) for name in all_params()))
 
 
 def widget_values(point: PointConfig) -> dict[str, Any]:
     """The tuning widgets' values that show ``point``."""
     return {
         "tune_observer": point.observer_type,
-        "tune_alpha": point.percentile_alpha,
-        "tune_sigma": point.percentile_sigma,
-        "tune_kl_bins": point.kl_bins,
+        **{param_key(name): value for name, value in point.params.items()},
         "tune_bits": point.bit_type.bits,
         "tune_signed": point.bit_type.signed,
         "tune_mode": point.calibration_mode,
@@ -42,7 +50,7 @@ def widget_values(point: PointConfig) -> dict[str, Any]:
 
 
 def draft_point(current: PointConfig, values: Mapping[str, Any]) -> PointConfig:
-    """``current`` with the widgets' ``values`` (keys as :data:`WIDGET_KEYS`), validated.
+    """``current`` with the widgets' ``values`` (keys as :func:`widget_keys`), validated.
 
     Only the parameters the chosen observer takes are read (the others keep ``current``'s
     values), so switching observers never drags along an unrelated edit. Raises
@@ -58,44 +66,15 @@ def draft_point(current: PointConfig, values: Mapping[str, Any]) -> PointConfig:
         else {"bits": bits, "signed": signed, "name": f"{'int' if signed else 'uint'}{bits}"}
     )
     changes: dict[str, Any] = {"calibration_mode": values["tune_mode"], "bit_type": bit_type}
-    for key in OBSERVER_PARAMETERS.get(observer_type, ()):
-        value = values[key]  # floats rounded: browser steps leave noise such as 0.9995000000000001
-        changes[WIDGET_PARAMETERS[key]] = round(value, FLOAT_DECIMALS) if isinstance(value, float) else value
+    for spec in observer_params(observer_type):
+        value = values[param_key(spec.name)]  # floats rounded: browser steps leave noise such as 0.9995000000000001
+        changes[spec.name] = round(value, FLOAT_DECIMALS) if isinstance(value, float) else value
     return as_observer_type(current, observer_type).replace(**changes)
 
 
 def _widget_state() -> dict[str, Any]:
     """The tuning widgets' current values."""
-    return {key: st.session_state[key] for key in WIDGET_KEYS}
-
-
-def point_changes(target: PointConfig, draft: PointConfig) -> dict[str, Any]:
-    """The YAML keys to set so that ``target`` becomes ``draft`` (None removes a key)."""
-    old, new = target.to_mapping(), draft.to_mapping()
-    return {key: new.get(key) for key in (*new, *old) if new.get(key) != old.get(key)}
-
-
-def apply_point(config: QuantConfig, name: str, block: int | None, draft: PointConfig) -> QuantConfig:
-    """``config`` with point ``name`` set to ``draft`` in one block, or in all blocks (``block=None``).
-
-    For all blocks, per-block overrides of that point are removed, so every block resolves to ``draft``.
-    """
-    changes = point_changes(config.point(name, block), draft)
-    updated = config.with_point(name, block=block, **changes) if changes else config
-    if block is not None:
-        return updated
-    data = updated.to_dict()
-    section = section_of(name)
-    for index in list(data.get("blocks", {})):
-        entries = data["blocks"][index]
-        entries.get(section, {}).pop(name, None)
-        if section in entries and not entries[section]:
-            del entries[section]
-        if not entries:
-            del data["blocks"][index]
-    if "blocks" in data and not data["blocks"]:
-        del data["blocks"]
-    return load_config(data)
+    return {key: st.session_state[key] for key in widget_keys()}
 
 
 def _apply(name: str, shown: int, block: int | None, check: Callable[[PointConfig], object]) -> None:
@@ -132,41 +111,13 @@ def tuning_panel(block: int, name: str, check: Callable[[PointConfig], object]) 
     reset_when_changed("tune_for", (block, name, current), widget_values(current))
     reset_when_changed("tune_message_for", (block, name), {MESSAGE: None})
     st.markdown(f"**Tune block {block} · {name}**")
-    observer = st.selectbox("Observer", OBSERVER_TYPES, format_func=OBSERVER_LABELS.__getitem__, key="tune_observer")
-    used = OBSERVER_PARAMETERS.get(observer, ())
-    col1, col2 = st.columns(2)
-    col1.number_input(
-        "percentile_alpha",
-        min_value=0.5,
-        max_value=1.0,
-        step=0.0001,
-        format="%.5f",
-        key="tune_alpha",
-        disabled="tune_alpha" not in used,
-        help="Fraction of values kept inside the range, in (0.5, 1]; the guide's range is 0.9–0.99999.",
-    )
-    col2.number_input(
-        "percentile_sigma",
-        min_value=0.001,
-        max_value=1.0,
-        step=0.01,
-        format="%.3f",
-        key="tune_sigma",
-        disabled="tune_sigma" not in used,
-        help="EMA weight of each new batch's percentiles, in (0, 1].",
-    )
-    st.number_input(
-        "kl_bins",
-        min_value=2,
-        max_value=65536,
-        step=256,
-        key="tune_kl_bins",
-        disabled="tune_kl_bins" not in used,
-        help="Histogram bins of the KL search; the guide uses 512–8192; at least the bit type's levels.",
-    )
-    col1, col2 = st.columns(2)
-    col1.number_input("bits", min_value=2, max_value=16, step=1, key="tune_bits")
-    col2.checkbox("signed", key="tune_signed")
+    observer = st.selectbox("Observer", observer_names(), format_func=observer_label, key="tune_observer")
+    used = {spec.name for spec in observer_params(observer)}
+    bit_type = BitType(st.session_state["tune_bits"], st.session_state["tune_signed"])
+    for spec in all_params().values():
+        _param_input(spec, bit_type, disabled=spec.name not in used)
+    st.selectbox("bits", range(MIN_BITS, MAX_BITS + 1), key="tune_bits", help=f"{MIN_BITS} to {MAX_BITS} bits.")
+    st.checkbox("signed", key="tune_signed")  # own row: beside bits it is cut in a narrow panel
     st.radio("Granularity", CALIBRATION_MODES, key="tune_mode", horizontal=True)
     st.button(
         f"Apply to {name} in block {block}",
@@ -198,3 +149,25 @@ def tuning_panel(block: int, name: str, check: Callable[[PointConfig], object]) 
         return draft_point(current, _widget_state())
     except (ConfigError, ValueError) as exc:
         return str(exc)
+
+
+def _param_input(spec: ParamSpec, bit_type: BitType, disabled: bool) -> None:
+    """The input of one observer parameter, offering only values its validation accepts for ``bit_type``."""
+    key = param_key(spec.name)
+    help_text = f"{spec.description} Valid: {spec.valid(bit_type)}."
+    if spec.powers_of_two:
+        choices = spec.choices(bit_type, st.session_state[key])
+        st.selectbox(spec.name, choices, key=key, disabled=disabled, help=help_text)
+        return
+    low, high = spec.ui_bounds(bit_type)
+    current = st.session_state[key]
+    st.number_input(
+        spec.name,
+        min_value=min(low, current),  # a value from the config below the bound is shown (and reported), not reset
+        max_value=max(high, current),
+        step=spec.kind(spec.step),
+        format=f"%.{spec.decimals}f" if spec.kind is float else "%d",
+        key=key,
+        disabled=disabled,
+        help=help_text,
+    )
