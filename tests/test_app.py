@@ -188,7 +188,7 @@ def test_compare_view_shows_observers_side_by_side_and_over_all_points() -> None
     assert len(table) == 4 * 8  # every block × point
     assert {"MinMax SQNR dB", "KL MSE"} <= set(table.columns)
     assert len(at.get("plotly_chart")) == 6  # four small histograms, the heatmap, the wins
-    assert any(m.value.startswith("**Where MinMax falls apart**") for m in at.markdown)
+    assert any(m.value.startswith("**Where MinMax falls apart") for m in at.markdown)
     at.selectbox(key="cmp_pick").set_value("2 · intSoft")
     at.button(key="cmp_open").click().run()
     assert not at.exception
@@ -377,6 +377,26 @@ def test_pretrained_weights_without_network(monkeypatch: pytest.MonkeyPatch) -> 
     calibrate(at)
     assert any("pretrained weights" in e and "no network access" in e for e in errors(at))
     assert_demo_still_shown(at)
+
+
+def test_real_size_vit_tiny_default_batches_shows_every_view() -> None:
+    """timm vit_tiny_patch16_224 (random init, 224²) with the default 4 × 32 batches: the statistics
+    keep no activation, so the Layer tab has its histograms and every Compare row is filled."""
+    at = open_app()
+    at.radio(key="model_kind").set_value("timm").run()
+    at.text_input(key="timm_name").input("vit_tiny_patch16_224").run()
+    calibrate(at)
+    assert not at.exception and not errors(at), errors(at)
+    header = next(m.value for m in at.markdown if m.value.startswith("**Model**"))
+    assert "vit_tiny_patch16_224" in header and "4 batch(es), 128 images" in header
+    select_point(at, 11, "mlp_act")
+    assert len(at.get("plotly_chart")) == 3  # the histogram and the two per-channel charts
+    table = table_with(at, "observer")
+    assert np.isfinite(table["SQNR dB"]).all() and {"clipping MSE", "rounding MSE"} <= set(table.columns)
+    show_tab(at, "Compare")
+    rows = table_with(at, "winner")
+    assert len(rows) == 12 * 8
+    assert np.isfinite(rows.filter(like="MSE").to_numpy(dtype=float)).all()
 
 
 def test_nan_activations_are_reported_per_point(tmp_path: Path) -> None:

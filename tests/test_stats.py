@@ -245,3 +245,16 @@ def test_subnormal_and_huge_magnitudes_are_counted() -> None:
         obs.update(torch.tensor([[0.0, 1e-38, 0.0, 2e-38]]))
         scale, _ = obs.get_quantization_params()
         assert torch.isfinite(scale).all()
+
+
+def test_metrics_stay_finite_on_subnormal_and_lopsided_data() -> None:
+    """Tiny negative values beside large positive ones: one side's bins have subnormal widths."""
+    x = torch.cat([torch.full((1, 100), -1e-39), torch.rand(1, 1000, generator=gen(2))], dim=1).reshape(1, 11, 100)
+    stats = stats_of([x])
+    stats.raw = None  # force the histogram path
+    for observer_type in observer_names():
+        obs = build_observer({"observer_type": observer_type, "calibration_mode": "layer_wise"}).fit(stats)
+        scale, zero_point = obs.get_quantization_params()
+        err = error_from_stats(stats.view("layer_wise"), scale, zero_point, obs.bit_type)
+        exact = quant_error([x], scale, zero_point, obs.bit_type)
+        assert np.isfinite(err.mse) and abs(err.sqnr_db - exact.sqnr_db) < 0.3, (observer_type, err, exact)

@@ -34,8 +34,10 @@ NUM_CANDIDATES = 100
 SCORING_HALF_BINS = 2048
 # Above this many (channel, candidate, bin) terms, candidates are screened with a cheap
 # moment-based estimate first and only a window around the best is scored exactly.
-_EXACT_BUDGET = 4_000_000
+_EXACT_BUDGET = 500_000
 _REFINE_RADIUS = 2
+# Raw values are scored in chunks of at most this many (channel, candidate, value) terms.
+_RAW_CHUNK = 4_000_000
 
 
 @register_observer("OmseObserver")
@@ -110,15 +112,15 @@ class OmseObserver(Observer):
     def _raw_sse(self, scale: Tensor, zero_point: Tensor) -> Tensor:
         """Exact summed squared error of every candidate on the kept raw values."""
         assert self._raw is not None
-        x = torch.cat(self._raw, dim=1).double().unsqueeze(1)  # [C, 1, M]
+        x = torch.cat(self._raw, dim=1).unsqueeze(1)  # [C, 1, M] float32, as the tensors were quantized
         qmin, qmax = self.bit_type.lower_bound, self.bit_type.upper_bound
         out = []
-        step = max(1, _EXACT_BUDGET // max(1, x.numel()))
+        step = max(1, _RAW_CHUNK // max(1, x.numel()))
         for k in range(0, NUM_CANDIDATES, step):
-            s = scale[:, k : k + step].unsqueeze(2)
-            zp = zero_point[:, k : k + step].unsqueeze(2).double()
+            s = scale[:, k : k + step].unsqueeze(2).float()
+            zp = zero_point[:, k : k + step].unsqueeze(2).float()
             x_hat = (torch.clamp(torch.round(x / s) + zp, qmin, qmax) - zp) * s
-            out.append(((x - x_hat) ** 2).sum(dim=2))
+            out.append((x - x_hat).square_().sum(dim=2, dtype=torch.float64))
         return torch.cat(out, dim=1)
 
 

@@ -21,34 +21,37 @@ from explorer.stats.point_stats import StatsView
 
 # Largest number of (row, candidate, edge) terms integrated at once.
 _CHUNK_TERMS = 4_000_000
+_FLOAT32_MAX = float(torch.finfo(torch.float32).max) / 2
 
 
 def _split_antiderivative(t: Tensor, low: Tensor, high: Tensor) -> tuple[Tensor, Tensor]:
     """``(rounding, clipping)`` parts of the antiderivative of the squared error at ``t`` (step units).
 
     ``low``/``high`` are the outer edges of the end levels' rounding intervals (level ∓ 0.5).
+    Both parts are non-decreasing in ``t``, so their differences between bin edges carry no
+    cancellation and float32 is enough.
     """
     inner = torch.minimum(torch.maximum(t, low), high)
     nearest = torch.round(inner)
-    rounding = nearest / 12.0 + ((inner - nearest) ** 3 + 0.125) / 3.0
-    clipping = ((torch.clamp(t - low, max=0.0) - 0.5) ** 3 + 0.125) / 3.0
-    clipping += ((torch.clamp(t - high, min=0.0) + 0.5) ** 3 - 0.125) / 3.0
-    return rounding, clipping
+    frac = inner.sub_(nearest)
+    rounding = nearest.div_(12.0).add_(frac.pow_(3).add_(0.125).div_(3.0))
+    below = torch.clamp(t - low, max=0.0).sub_(0.5).pow_(3).add_(0.125)
+    above = torch.clamp(t - high, min=0.0).add_(0.5).pow_(3).sub_(0.125)
+    return rounding, below.add_(above).div_(3.0)
 
 
 def binned_sse(
     counts: Tensor, edges: Tensor, scale: Tensor, zero_point: Tensor, bit_type: BitType
 ) -> tuple[Tensor, Tensor]:
-    """``(rounding, clipping)`` summed squared error per row and candidate ``[R, K]``.
+    """``(rounding, clipping)`` summed squared error per row and candidate ``[R, K]`` (float64).
 
     ``counts [R, M]`` and ``edges [R, M + 1]`` describe each row's histogram (ascending);
-    ``scale``/``zero_point`` are ``[R, K]`` candidates for each row.
+    ``scale``/``zero_point`` are ``[R, K]`` candidates for each row. A bin's error is
+    ``density * scale^3 * (h(right) - h(left))`` in step units ``t = x / scale``.
     """
     qmin, qmax = bit_type.lower_bound, bit_type.upper_bound
     widths = torch.diff(edges, dim=1)
     density = torch.where(widths > 0, counts.double() / widths.clamp_min(1e-300), torch.zeros_like(widths))
-    # sum_m density_m (h_{m+1} - h_m) == sum_m h_m (density_{m-1} - density_m)
-    weights = torch.diff(torch.nn.functional.pad(density, (1, 1)), dim=1).neg().unsqueeze(2)  # [R, M + 1, 1]
     rows, candidates = scale.shape
     step = max(1, _CHUNK_TERMS // max(1, candidates * edges.shape[1]))
     parts: list[tuple[Tensor, Tensor]] = []
@@ -56,11 +59,16 @@ def binned_sse(
         sl = slice(r, r + step)
         s = scale[sl].double().unsqueeze(2)  # [r, K, 1]
         zp = zero_point[sl].double().unsqueeze(2)
-        t = edges[sl].unsqueeze(1) / s  # [r, K, M + 1]
-        rounding, clipping = _split_antiderivative(t, qmin - zp - 0.5, qmax - zp + 0.5)
+        t = (edges[sl].unsqueeze(1) / s).float()  # [r, K, M + 1]
+        rounding, clipping = _split_antiderivative(t, (qmin - zp - 0.5).float(), (qmax - zp + 0.5).float())
+        # Bins of subnormal width can hold densities beyond float32: their error is ~0 anyway.
+        weight = density[sl].clamp_max(_FLOAT32_MAX).float().unsqueeze(2)  # [r, M, 1]
         cube = s.squeeze(2) ** 3
         parts.append(
-            (cube * torch.bmm(rounding, weights[sl]).squeeze(2), cube * torch.bmm(clipping, weights[sl]).squeeze(2))
+            (
+                cube * torch.bmm(torch.diff(rounding, dim=2), weight).squeeze(2).double(),
+                cube * torch.bmm(torch.diff(clipping, dim=2), weight).squeeze(2).double(),
+            )
         )
     return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
