@@ -172,7 +172,8 @@ class PointStats:
         if not (torch.isfinite(lo).all() and torch.isfinite(hi).all()):
             bad = int((~torch.isfinite(rows)).sum())
             raise ValueError(
-                f"PointStats.update: the tensor has {bad} NaN/Inf value(s) of {rows.numel()}; statistics were left unchanged"
+                f"PointStats.update: the tensor has {bad} NaN/Inf value(s) of {rows.numel()}; "
+                "statistics were left unchanged"
             )
         flat = v.reshape(1, -1)
         zeros = (rows == 0).sum(dim=1)
