@@ -4,10 +4,11 @@ Each row (a channel, or a whole point) counts negative and positive values separ
 ``half_bins`` bins per side, by magnitude: with ``w = 2**e`` (``e`` that side's exponent),
 positive bin ``k`` covers ``[k w, (k + 1) w)`` and negative bin ``k`` covers ``[-(k + 1) w, -k w)``
 (the bins of ``floor(x / w)``). Exact zeros are counted apart. Because every width is a power
-of two and every grid starts at zero, a coarser grid is obtained by shifting bin indices (``k >> s``): counts stay integers, nothing is interpolated, and
-a histogram built batch by batch equals one built from the merged parts in any grouping. The
-exponent of a side is the smallest that keeps the largest magnitude seen inside ``half_bins``
-bins, so it depends only on that magnitude, not on the order of the batches.
+of two and every grid starts at zero, a coarser grid is obtained by shifting bin indices
+(``k >> s``): counts stay integers, nothing is interpolated, and a histogram built batch by
+batch equals one built from the merged parts in any grouping. The exponent of a side is the
+smallest that keeps the largest magnitude seen inside ``half_bins`` bins, so it depends only on
+that magnitude, not on the order of the batches.
 """
 
 from __future__ import annotations
