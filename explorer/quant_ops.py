@@ -91,7 +91,8 @@ def mse(x: Tensor, x_hat: Tensor) -> float:
     return float(torch.mean((x.double() - x_hat.double()) ** 2))
 
 
-def _ratio_db(signal: float, noise: float) -> float:
+def ratio_db(signal: float, noise: float) -> float:
+    """``10 log10(signal / noise)``; inf for zero noise, -inf for zero signal."""
     if noise == 0.0:
         return float("inf")
     if signal == 0.0:
@@ -101,7 +102,7 @@ def _ratio_db(signal: float, noise: float) -> float:
 
 def sqnr_db(x: Tensor, x_hat: Tensor) -> float:
     """Signal-to-quantization-noise ratio in dB (inf when the error is exactly zero)."""
-    return _ratio_db(float(torch.sum(x.double() ** 2)), float(torch.sum((x.double() - x_hat.double()) ** 2)))
+    return ratio_db(float(torch.sum(x.double() ** 2)), float(torch.sum((x.double() - x_hat.double()) ** 2)))
 
 
 def clipped_mask(x: Tensor, scale: Tensor, zero_point: Tensor, bit_type: BitType) -> Tensor:
@@ -134,4 +135,4 @@ def quant_error(x: Tensor | Sequence[Tensor], scale: Tensor, zero_point: Tensor,
         count += batch.numel()
     if count == 0:
         raise ValueError("quant_error needs at least one non-empty tensor")
-    return QuantError(squared_error / count, _ratio_db(signal, squared_error), clipped / count)
+    return QuantError(squared_error / count, ratio_db(signal, squared_error), clipped / count)

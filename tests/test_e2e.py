@@ -5,72 +5,22 @@ Skipped cleanly when Chromium or Playwright is missing. The server always stops.
 
 from __future__ import annotations
 
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
+from explorer.ui.local_server import IDLE, app_server
+
 pytestmark = pytest.mark.e2e
 
-ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
-SERVER_START_S = 120
 APP_READY_MS = 600_000
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextmanager
-def app_server() -> Iterator[str]:
-    """``streamlit run app.py`` on a free port; yields its URL once it answers its health check."""
-    port = _free_port()
-    command = [
-        sys.executable, "-m", "streamlit", "run", "app.py",
-        "--server.headless", "true", "--server.port", str(port), "--server.address", "127.0.0.1",
-        "--browser.gatherUsageStats", "false",
-    ]  # fmt: skip
-    server = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + SERVER_START_S
-        while True:
-            if server.poll() is not None:
-                output = server.stdout.read().decode(errors="replace") if server.stdout else ""
-                pytest.fail(f"streamlit exited with {server.returncode}:\n{output[-3000:]}")
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"streamlit did not answer within {SERVER_START_S} s")
-            time.sleep(0.5)
-        yield url
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
 
 
 def wait_until_idle(page: object, timeout_ms: int = APP_READY_MS) -> None:
     """Wait until the script has finished running (and the app has drawn something)."""
-    page.wait_for_selector(  # type: ignore[attr-defined]
-        "[data-testid='stApp'][data-test-script-state='notRunning']", timeout=timeout_ms
-    )
+    page.wait_for_selector(IDLE, timeout=timeout_ms)  # type: ignore[attr-defined]
 
 
 @pytest.fixture()

@@ -9,14 +9,13 @@ points) or the kept tails cover the clip thresholds, the figures are exact.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from explorer.bit_type import BitType
-from explorer.quant_ops import fake_quantize, representable_range
+from explorer.quant_ops import fake_quantize, ratio_db, representable_range
 from explorer.stats.point_stats import StatsView
 
 # Largest number of (row, candidate, edge) terms integrated at once.
@@ -95,15 +94,6 @@ class ErrorBreakdown:
     clipped_fraction: float
     clip_mse: float
     round_mse: float
-
-
-def ratio_db(signal: float, noise: float) -> float:
-    """``10 log10(signal / noise)``; inf for zero noise, -inf for zero signal."""
-    if noise == 0.0:
-        return float("inf")
-    if signal == 0.0:
-        return float("-inf")
-    return 10.0 * math.log10(signal / noise)
 
 
 def _per_row(t: Tensor, rows: int) -> Tensor:
