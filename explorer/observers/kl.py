@@ -6,11 +6,14 @@ compared with its requantization to the available levels; the threshold of least
 divergence wins. The search is vectorised over candidates with prefix sums, so it costs
 ``candidates × levels`` per channel instead of ``candidates × bins``.
 
-The counts come from the point's sign-magnitude histogram on power-of-two bins
-(:mod:`explorer.stats.histogram`), merged down until the data's range spans at most
-``kl_bins`` bins (between ``kl_bins / 2`` and ``kl_bins``). NVIDIA's calibrator instead fixes the
-width to the first batch's maximum over ``kl_bins``; the power-of-two grid makes the statistics
-exact to merge across batches and processes, and bounds memory (a fixed size per channel).
+The statistics are the point's sign-magnitude histogram on power-of-two bins
+(:mod:`explorer.stats.histogram`: exact to merge, a fixed size per channel) plus the first batch's
+``max |x|``. The histogram searched is NVIDIA's: bins of width ``first max / kl_bins``, extended with
+the same width as later batches reach further (merged by powers of two beyond
+``_GROWTH_LIMIT × kl_bins`` bins), each fine bin counted in the search bin holding its centre.
+That needs the statistics to be several times finer than the search bins (always so layer-wise);
+a coarser per-channel histogram is searched on its own grid instead, merged down to at most
+``kl_bins`` bins.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from explorer.bit_type import BitType
 from explorer.observers.base import Observer
 from explorer.observers.params import KL_BINS, ParamSpec, check_observer_params, check_symmetric
 from explorer.observers.registry import register_observer
-from explorer.stats.histogram import SignedHistogram, shift_bins
+from explorer.stats.histogram import SignedHistogram
 from explorer.stats.point_stats import half_bins_for
 
 if TYPE_CHECKING:
@@ -39,6 +42,10 @@ _CHUNK_TERMS = 1_000_000
 _EXHAUSTIVE_BUDGET = 8_000_000
 _COARSE_CANDIDATES = 32
 _REFINE_FACTOR = 8
+# The search histogram may grow to this many times kl_bins; beyond, its bins are merged.
+_GROWTH_LIMIT = 16
+# Statistics bins per search bin needed to rebuild NVIDIA's grid from them.
+_FINER_BY = 4
 
 
 def _xlogx(t: Tensor) -> Tensor:
@@ -74,6 +81,7 @@ class KLObserver(Observer):
         kl_bins = check_observer_params(self._name, self.params, bit_type, {"kl_bins": kl_bins})["kl_bins"]
         self.kl_bins = kl_bins
         self.stats_hist: SignedHistogram | None = None  # the statistics (sign-magnitude, power-of-two bins)
+        self.first_reach: Tensor | None = None  # [C] float64 max |x| of the first batch with a non-zero value
         self.hist: Tensor | None = None  # [C, L] int64 counts of |x| searched last
         self.bin_width: Tensor | None = None  # [C] float64; 0 for a channel of zeros only
         self.num_bins: Tensor | None = None  # [C] int64, bins in use per channel (≤ L)
@@ -93,26 +101,54 @@ class KLObserver(Observer):
             channels, half_bins_for(self.calibration_mode, channels), rows.device
         )
         self.stats_hist = hist.counted(rows, lo, hi)
+        reach = torch.maximum(lo.abs(), hi.abs()).double()
+        first = self.first_reach
+        self.first_reach = reach if first is None else torch.where(first > 0, first, reach)
 
     def _fit(self, view: StatsView) -> None:
         self.stats_hist = view.hist
+        reaches = torch.stack(
+            [torch.maximum(t[:, 0].abs(), b[:, 0].abs()) for t, b in zip(view.ends.top, view.ends.bottom, strict=True)]
+        ).double()  # [B, C]
+        first_nonzero = (reaches > 0).double().argmax(dim=0, keepdim=True)  # 0 when every batch is all zeros
+        self.first_reach = reaches.gather(0, first_nonzero).squeeze(0)
 
     def _searched_histogram(self) -> None:
-        """``|x|`` counts merged down (per channel, by powers of two) to at most ``kl_bins`` bins in use."""
-        assert self.stats_hist is not None
+        """The ``|x|`` histogram to search, per channel: NVIDIA's grid where the statistics are fine
+        enough to rebuild it, else the statistics' own grid merged down to at most ``kl_bins`` bins."""
+        assert self.stats_hist is not None and self.first_reach is not None
+        assert self.data_min is not None and self.data_max is not None
         counts, width = self.stats_hist.magnitude()
         channels, length = counts.shape
+        reach = torch.maximum(self.data_min.abs(), self.data_max.abs()).double().to(counts.device)
+        # NVIDIA's grid: first max / kl_bins, extended; merged by powers of two past the growth limit.
+        nvidia_width = self.first_reach.to(counts.device) / self.kl_bins
+        nvidia = (nvidia_width > 0) & (width * _FINER_BY <= nvidia_width)
+        safe = torch.where(nvidia, nvidia_width, torch.ones_like(nvidia_width))
+        needed = torch.ceil(reach / safe - 1e-9).clamp_min(1)
+        growth = torch.exp2(torch.ceil(torch.log2((needed / (_GROWTH_LIMIT * self.kl_bins)).clamp_min(1.0))))
+        nvidia_width, needed = nvidia_width * growth, torch.ceil(needed / growth - 1e-9).clamp_min(1)
+        # The statistics' own grid, merged down to at most kl_bins bins in use.
         positions = torch.arange(1, length + 1, device=counts.device)
-        used = torch.where(counts > 0, positions, torch.zeros_like(positions)).amax(dim=1)  # [C]
+        used = torch.where(counts > 0, positions, torch.zeros_like(positions)).amax(dim=1)
         shift = torch.ceil(torch.log2((used.double() / self.kl_bins).clamp_min(1.0))).long()
-        merged = shift_bins(counts, shift)
-        num_bins = torch.div(used + (1 << shift) - 1, 1 << shift, rounding_mode="floor")
-        keep = max(int(num_bins.max()), self.bit_type.levels)
-        if keep > length:
-            merged = torch.cat([merged, merged.new_zeros(channels, keep - length)], dim=1)
-        self.hist = merged[:, :keep].contiguous()
-        self.num_bins = num_bins.clamp_min(1)
-        self.bin_width = torch.where(used > 0, width * torch.exp2(shift.double()), torch.zeros_like(width))
+        own_bins = torch.div(used + (1 << shift) - 1, 1 << shift, rounding_mode="floor").clamp_min(1)
+        self.num_bins = torch.where(nvidia, needed.long(), own_bins)
+        self.bin_width = torch.where(
+            used > 0, torch.where(nvidia, nvidia_width, width * torch.exp2(shift.double())), torch.zeros_like(width)
+        )
+        # Counts below each search edge, read off the statistics' cumulative counts (linear inside a bin).
+        keep = max(int(self.num_bins.max()), self.bit_type.levels)
+        cumulative = torch.nn.functional.pad(counts.double().cumsum(dim=1), (1, 0))  # [C, H + 1]
+        edges = torch.arange(keep + 1, device=counts.device, dtype=torch.float64) * self.bin_width.unsqueeze(1)
+        position = (edges / width.unsqueeze(1)).clamp(0, length)
+        below = position.floor().long().clamp(max=length - 1)
+        below_edge = cumulative.gather(1, below) + counts.double().gather(1, below) * (position - below)
+        # Each channel's last bin in use takes everything beyond it (its maximum lies in it).
+        past_end = torch.arange(keep + 1, device=counts.device) >= self.num_bins.unsqueeze(1)
+        below_edge = torch.where(past_end, cumulative[:, -1:], below_edge)
+        self.hist = torch.diff(below_edge, dim=1)
+        self.hist[self.hist < 1e-9] = 0.0  # rounding residue is no count
 
     # ----- search -----------------------------------------------------------------------
     def _clip_range(self) -> tuple[Tensor, Tensor]:
@@ -180,7 +216,7 @@ class KLObserver(Observer):
     def _prefix_tables(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """The searched histogram and its prefix sums of mass, non-zero bins and ``h log h``."""
         assert self.hist is not None
-        bins = self.hist.double()
+        bins = self.hist.to(torch.float64, copy=True)  # the first bin is replaced below; keep the recorded one
         bins[:, 0] = bins[:, 1]
         pad = torch.zeros(bins.shape[0], 1, dtype=torch.float64, device=bins.device)
         mass = torch.cat([pad, bins.cumsum(1)], dim=1)  # mass[:, i] = sum of bins[:, :i]
