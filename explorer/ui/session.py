@@ -36,7 +36,7 @@ from explorer.analysis import (
 )
 from explorer.analysis.evaluation import AccuracyReport, evaluate_quantized
 from explorer.config import PointConfig, QuantConfig
-from explorer.data import batched, model_input_config
+from explorer.data import batched, calibration_bounds, model_input_config
 from explorer.observers import observer_names
 from explorer.ui.sources import Holdout, ModelSource, Settings, holdout_images, load_images, load_model
 
@@ -101,6 +101,7 @@ def calibrate(settings: Settings, progress: Callable[[int, int], None]) -> Loade
     if cached is not None:
         return cached
     model = cached_model(repr(settings.model), settings.device, settings.model)
+    calibration_bounds(model).check(settings.batch_size, settings.num_batches)  # before any image is read
     input_config = model_input_config(model)
     images = load_images(settings.data, input_config, settings.num_batches * settings.batch_size)
     batches = batched(images, settings.batch_size, settings.num_batches)

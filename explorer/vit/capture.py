@@ -63,7 +63,7 @@ class StatsCapture:
             return
         try:
             stats.update(tensor)
-        except (ValueError, TypeError, RuntimeError) as exc:  # RuntimeError: e.g. out of memory on one point
+        except (ValueError, TypeError, RuntimeError, MemoryError) as exc:  # e.g. CUDA or host out of memory
             del self.result.stats[key]
             self.result.errors[key] = f"{type(exc).__name__}: {exc}"
 
