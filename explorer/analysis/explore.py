@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from explorer.config import ACTIVATION_POINTS, WEIGHT_POINTS, PointConfig, QuantConfig, module_type_of
 from explorer.observers import Observer, build_observer, observer_label, observer_names
 from explorer.stats import DEFAULT_ALPHA_FLOOR, PointStats, error_from_stats
+from explorer.stats.log_metrics import log_error_from_stats
 from explorer.vit import CaptureResult, PointKey, QuantViT, StatsCapture, vit_blocks
 
 POINTS: tuple[str, ...] = (*WEIGHT_POINTS, *ACTIVATION_POINTS)
@@ -111,6 +112,7 @@ class ObserverSummary:
     clipped_fraction: float
     clip_mse: float  # the part of the MSE from values beyond the end levels
     round_mse: float  # the part from values inside
+    quantizer: str = "uniform"  # the grid: uniform, or log2 / log_sqrt2 below clip_max
 
     @property
     def label(self) -> str:
@@ -124,7 +126,11 @@ def _numpy(t: Tensor) -> np.ndarray:
 def summarize(observer: Observer, observer_type: str, stats: PointStats) -> ObserverSummary:
     """Clip range, parameters and error breakdown of ``observer`` on the point of ``stats``."""
     scale, zero_point = observer.get_quantization_params()
-    err = error_from_stats(stats.view(observer.calibration_mode), scale, zero_point, observer.bit_type)
+    view = stats.view(observer.calibration_mode)
+    if observer.quantizer == "uniform":
+        err = error_from_stats(view, scale, zero_point, observer.bit_type)
+    else:
+        err = log_error_from_stats(view, scale, zero_point, observer.bit_type, observer.quantizer)
     return ObserverSummary(
         observer_type=observer_type,
         clip_min=_numpy(observer.clip_min),
@@ -136,6 +142,7 @@ def summarize(observer: Observer, observer_type: str, stats: PointStats) -> Obse
         clipped_fraction=err.clipped_fraction,
         clip_mse=err.clip_mse,
         round_mse=err.round_mse,
+        quantizer=observer.quantizer,
     )
 
 
