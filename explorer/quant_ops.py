@@ -160,7 +160,7 @@ def clipped_mask(x: Tensor, scale: Tensor, zero_point: Tensor, bit_type: BitType
     lo, hi = representable_range(scale, zero_point, bit_type)
     if quantizer != "uniform":
         low, high = log_bounds(hi, bit_type.bits, quantizer)
-        return (x < low) | (x > high)
+        return ((x > 0) & (x < low)) | (x > high)
     half = scale / 2
     return (x < lo - half) | (x > hi + half)
 
