@@ -123,6 +123,12 @@ def fake_quantize_log(x: Tensor, clip_max: Tensor, bits: int, quantizer: str) ->
     return out.to(x.dtype)
 
 
+def log_levels(clip_max: Tensor, bits: int, quantizer: str) -> Tensor:
+    """The nonzero levels of a log grid, ``clip_max · base^-k`` for ``k = 0 .. 2^bits - 2`` (last dim, descending)."""
+    k = torch.arange((1 << bits) - 1, dtype=torch.float64, device=clip_max.device)
+    return clip_max.double().unsqueeze(-1) * LOG_BASES[quantizer] ** -k
+
+
 def log_bounds(clip_max: Tensor, bits: int, quantizer: str) -> tuple[Tensor, Tensor]:
     """``(low, high)``: values below ``low`` are flushed to 0, values above ``high`` saturate at the
     clip max (the rounding boundaries half a log step beyond the end levels)."""

@@ -229,6 +229,28 @@ def histogram(stats: PointStats, channel: int = -1, bins: int = 200) -> tuple[np
     return edges[0, first : last + 2].numpy(), counts[first : last + 1].numpy()
 
 
+def log2_histogram(stats: PointStats, channel: int = -1, per_octave: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """``(edges, counts)`` of the positive values of a point (or of one channel) on log2 bins,
+    ``per_octave`` per power of two, for display on a log2 axis: each bin of the statistics lands in
+    the log bin of its centre, so values below the statistics' resolution (its first bin) are drawn
+    at half that bin's width. Exact zeros and negative values are left out."""
+    hist = stats.view("layer_wise" if channel < 0 else "channel_wise").hist
+    if channel >= 0:
+        if channel >= hist.rows:
+            raise ValueError(f"channel {channel} does not exist; the point has {hist.rows} channels")
+        hist = hist.select(channel)
+    counts = hist.counts[0, 1].double().cpu()
+    used = torch.nonzero(counts).flatten()
+    if used.numel() == 0:
+        raise ValueError("the point has no positive values to draw on a log axis")
+    centers = (used.double() + 0.5) * float(hist.width[0, 1])
+    index = torch.floor(torch.log2(centers) * per_octave).long()
+    first = int(index.min())
+    binned = torch.zeros(int(index.max()) - first + 1, dtype=torch.float64).index_add_(0, index - first, counts[used])
+    edges = 2.0 ** (torch.arange(first, first + binned.numel() + 1, dtype=torch.float64) / per_octave)
+    return edges.numpy(), binned.numpy()
+
+
 def error_table(run: ExplorerRun) -> pd.DataFrame:
     """Every point × registered observer: MSE, SQNR, clipped fraction, and which observer wins (least MSE)."""
     rows = []

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from explorer.bit_type import BitType
-from explorer.quant_ops import LOG_BASES, fake_quantize_log, log_bounds, representable_range
+from explorer.quant_ops import LOG_BASES, fake_quantize_log, log_bounds, log_levels, representable_range
 from explorer.stats.metrics import ErrorBreakdown, mass_beyond, ratio_db
 from explorer.stats.point_stats import StatsView
 
@@ -31,12 +31,12 @@ _EXP_LOW, _EXP_HIGH = -149, 128
 def _pieces(clip_max: Tensor, bits: int, quantizer: str) -> tuple[Tensor, Tensor, Tensor]:
     """``(bounds [R, J], levels [R, J], clipping [J])``: piece ``j`` starts at ``bounds[:, j]``
     (the last one is unbounded above), outputs ``levels[:, j]`` and is clipping or rounding."""
-    base, last = LOG_BASES[quantizer], (1 << bits) - 2
     top = clip_max.double().reshape(-1, 1)
-    k = torch.arange(last, -1, -1, dtype=torch.float64)  # ascending levels: k = last .. 0
+    ascending = log_levels(top.squeeze(1), bits, quantizer).flip(1)  # k = 2^bits - 2 .. 0
     low, high = log_bounds(top, bits, quantizer)
-    bounds = torch.cat([torch.zeros_like(top), low, top * base ** -(k[1:] + 0.5), high], dim=1)
-    levels = torch.cat([torch.zeros_like(top), top * base**-k, top], dim=1)
+    boundaries = ascending[:, 1:] / LOG_BASES[quantizer] ** 0.5  # between level k and k - 1
+    bounds = torch.cat([torch.zeros_like(top), low, boundaries, high], dim=1)
+    levels = torch.cat([torch.zeros_like(top), ascending, top], dim=1)
     clipping = torch.zeros(levels.shape[1], dtype=torch.bool)
     clipping[[0, -1]] = True
     return bounds, levels, clipping
