@@ -6,21 +6,27 @@ from __future__ import annotations
 import dataclasses
 import math
 import warnings
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from reference_impls import log_fake_quant_reference
+from streamlit.testing.v1 import AppTest
 from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor
 
 from explorer import UINT4, BitType, QuantTimmVitBlock, build_observer, load_config
-from explorer.analysis.explore import point_summary, quantized_model, run_calibration
+from explorer.analysis.explore import log2_histogram, point_summary, quantized_model, run_calibration
+from explorer.charts import ClipRange, histogram_figure
 from explorer.config import ConfigError, ConfigWarning, dump_config
 from explorer.quant_ops import LOG_BASES, fake_quantize, fake_quantize_log, qparams_from_range, quant_error
 from explorer.stats import PointStats
 from explorer.stats.log_metrics import LogHistogram, binned_log_sse, log_error_from_stats, log_error_from_values
+from explorer.ui.tuning import draft_point, widget_values
 
 QUANTIZERS = ("log2", "log_sqrt2")
+APP = Path(__file__).resolve().parents[1] / "app.py"
 pytestmark = pytest.mark.filterwarnings("ignore::explorer.config.errors.ConfigWarning")
 
 
@@ -255,3 +261,54 @@ def test_summary_and_quantized_model_use_the_log_grid(demo_model: VisionTransfor
     assert summary.sqnr_db > uniform.sqnr_db  # attention probabilities: log levels where the values are
     qvit = quantized_model(demo_model, run, config)
     assert qvit.blocks[0].grids["intSoft"] == "log2"
+
+
+# ----- the app ----------------------------------------------------------------------------------------
+def test_log2_histogram_keeps_every_positive_value_on_quarter_octaves() -> None:
+    stats = PointStats("activation")
+    for b in softmax_batches(2):
+        stats.update(b)
+    edges, counts = log2_histogram(stats)
+    positive = sum(int((b > 0).sum()) for b in softmax_batches(2))
+    assert counts.sum() == positive
+    np.testing.assert_allclose(np.diff(np.log2(edges)), 0.25)
+    channel_edges, channel_counts = log2_histogram(stats, channel=1)
+    assert channel_counts.sum() == sum(int((b[:, 1] > 0).sum()) for b in softmax_batches(2))
+    assert channel_edges.size == channel_counts.size + 1
+
+
+def test_histogram_figure_on_a_log2_axis_draws_the_levels() -> None:
+    edges, counts = np.array([0.0, 0.25, 0.5, 1.0]), np.array([5.0, 3.0, 1.0])
+    levels = fake_quantize_log(torch.tensor([1.0, 0.5, 0.25]), torch.tensor(1.0), 2, "log2").tolist()
+    fig = histogram_figure(edges, counts, [ClipRange("MinMax", 0.0, 1.0)], log2_x=True, levels=levels)
+    assert fig.layout.xaxis.title.text == "log2(value)"
+    np.testing.assert_allclose(fig.data[0].x, [-1.5, -0.5])  # the bin starting at 0 has no log2
+    dotted = [s for s in fig.layout.shapes if s.line.dash == "dot"]
+    assert sorted(s.x0 for s in dotted) == [-2.0, -1.0, 0.0]
+    assert [s.x0 for s in fig.layout.shapes if s.line.dash != "dot"] == [0.0]  # clip lo 0 is left out
+
+
+def test_tuning_draft_takes_the_grid() -> None:
+    current = load_config({"attn_layer": {"intSoft": {"bit_type": "uint4"}}}).point("intSoft")
+    values = widget_values(current)
+    assert values["tune_quantizer"] == "uniform"
+    assert draft_point(current, {**values, "tune_quantizer": "log_sqrt2"}).quantizer == "log_sqrt2"
+    with pytest.raises(ConfigError, match="unsigned"):
+        draft_point(current, {**values, "tune_quantizer": "log2", "tune_signed": True})
+
+
+def test_app_layer_and_compare_show_the_log_grids() -> None:
+    at = AppTest.from_file(str(APP), default_timeout=900).run()
+    assert not at.exception, at.exception
+    at.selectbox(key="sel_block").set_value(0)
+    at.selectbox(key="sel_point").set_value("intSoft").run()
+    at.checkbox(key="tune_signed").uncheck()
+    at.radio(key="tune_quantizer").set_value("log2")
+    at.toggle(key="hist_log2").set_value(True).run()
+    assert not at.exception, at.exception
+    assert any("levels of the tuned log2 grid" in c.value for c in at.caption)
+    assert "log2" in set(next(df.value for df in at.dataframe if "grid" in df.value.columns)["grid"])
+    at.session_state["view"] = "Compare"
+    at.run()
+    assert not at.exception, at.exception
+    assert {"log2 SQNR", "log√2 SQNR"} <= {m.label for m in at.metric}
