@@ -106,18 +106,22 @@ def check_quantizer(quantizer: str, bit_type: BitType, symmetric: bool | None = 
     return None
 
 
-def log_exponents(x: Tensor, clip_max: Tensor, bits: int, quantizer: str) -> Tensor:
-    """``k = round(-log_base(x / clip_max))`` clamped below at 0 (values above the top saturate);
-    ``k > 2^bits - 2`` (and ``x = 0``) means the value is flushed to 0. Float64 for exact boundaries."""
-    base = LOG_BASES[quantizer]
-    ratio = x.double() / clip_max.double()
-    return torch.round(-torch.log(ratio) / math.log(base)).clamp_min(0)
+def check_log_data(low: Tensor, what: str) -> None:
+    """ValueError naming ``what`` when the data's minimum ``low`` (per row) is below 0 (a log grid has no
+    negative levels)."""
+    if bool((low < 0).any()):
+        raise ValueError(
+            f"{what} takes data ≥ 0 only (softmax and other non-negative points), got a minimum of "
+            f"{float(low.min()):.4g}; use quantizer uniform here"
+        )
 
 
 def fake_quantize_log(x: Tensor, clip_max: Tensor, bits: int, quantizer: str) -> Tensor:
     """``x`` on the log grid ``clip_max · base^-k``, ``k`` in ``[0, 2^bits - 2]`` (the last code is 0):
     FQ-ViT's log2 and RepQ-ViT's log√2 softmax quantizers. ``x`` must be ≥ 0; ``x``'s dtype is kept."""
-    k = log_exponents(x, clip_max, bits, quantizer)
+    # k = round(-log_base(x / clip_max)), at least 0 (values above the top saturate); in float64 so that
+    # the rounding boundaries are those of the plain formula. x = 0 gives k = inf: flushed to 0.
+    k = torch.round(-torch.log(x.double() / clip_max.double()) / math.log(LOG_BASES[quantizer])).clamp_min(0)
     levels = clip_max.double() * torch.pow(LOG_BASES[quantizer], -k)
     out = torch.where(k <= (1 << bits) - 2, levels, torch.zeros_like(levels))
     return out.to(x.dtype)

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from explorer.bit_type import BitType
-from explorer.quant_ops import check_quantizer, is_symmetric, qparams_from_range
+from explorer.quant_ops import check_log_data, check_quantizer, is_symmetric, qparams_from_range
 from explorer.stats.layout import CALIBRATION_MODES, MODULE_TYPES, channel_dim, channel_rows, checked_tensor
 
 if TYPE_CHECKING:
@@ -175,11 +175,8 @@ class Observer(ABC):
     def _check_domain(self, lo: Tensor, quantizer: str | None = None) -> None:
         """A log grid holds no negative values: refuse data below 0 for one (before any state changes)."""
         quantizer = quantizer or self._quantizer
-        if quantizer != "uniform" and bool((lo < 0).any()):
-            raise ValueError(
-                f"{self._name}: quantizer {quantizer} takes data ≥ 0 only (softmax and other non-negative "
-                f"points), got a minimum of {float(lo.min()):.4g}; use quantizer uniform here"
-            )
+        if quantizer != "uniform":
+            check_log_data(lo, f"{self._name}: quantizer {quantizer}")
 
     # ----- internals --------------------------------------------------------------------
     @property

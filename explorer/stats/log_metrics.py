@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from explorer.bit_type import BitType
-from explorer.quant_ops import LOG_BASES, fake_quantize_log, log_bounds, log_levels, representable_range
+from explorer.quant_ops import LOG_BASES, check_log_data, fake_quantize_log, log_bounds, log_levels, representable_range
 from explorer.stats.metrics import ErrorBreakdown, mass_beyond, ratio_db
 from explorer.stats.point_stats import StatsView
 
@@ -68,13 +68,6 @@ def binned_log_sse(counts: Tensor, edges: Tensor, clip_max: Tensor, bits: int, q
     return (density * torch.diff(rounding, dim=1)).sum(dim=1), (density * torch.diff(clipping, dim=1)).sum(dim=1)
 
 
-def _check_non_negative(low: Tensor, quantizer: str) -> None:
-    if bool((low < 0).any()):
-        raise ValueError(
-            f"quantizer {quantizer} takes data ≥ 0 only, got a minimum of {float(low.min()):.4g}; use uniform here"
-        )
-
-
 def _top(scale: Tensor, zero_point: Tensor, bit_type: BitType, rows: int) -> Tensor:
     """``[R]`` clip max (the top of the uniform grid the observer chose), one per row."""
     top = representable_range(scale.double().cpu(), zero_point.double().cpu(), bit_type)[1].reshape(-1)
@@ -86,7 +79,7 @@ def log_error_from_values(
 ) -> ErrorBreakdown:
     """The exact breakdown of the log grid whose top is the uniform grid's, on raw values ``rows [R, M]``."""
     x = rows.double().cpu()
-    _check_non_negative(x.amin(dim=1), quantizer)
+    check_log_data(x.amin(dim=1), f"quantizer {quantizer}")
     top = _top(scale, zero_point, bit_type, x.shape[0]).unsqueeze(1)
     error = (x - fake_quantize_log(x, top, bit_type.bits, quantizer)) ** 2
     low, high = log_bounds(top, bit_type.bits, quantizer)
@@ -106,7 +99,7 @@ def log_error_from_stats(
     the kept tails cover it (values flushed to 0 are counted off the histogram)."""
     if view.raw is not None:
         return log_error_from_values(view.raw, scale, zero_point, bit_type, quantizer)
-    _check_non_negative(view.min, quantizer)
+    check_log_data(view.min, f"quantizer {quantizer}")
     rows = view.hist.rows
     top = _top(scale, zero_point, bit_type, rows)
     counts, edges = (t.cpu() for t in view.hist.ascending())
@@ -157,7 +150,7 @@ class LogHistogram:
     def counted(self, rows: Tensor) -> LogHistogram:
         """This histogram with the values ``rows [R, N]`` (all ≥ 0) added."""
         x = rows.detach().float().cpu()
-        _check_non_negative(x.amin(dim=1), "log histogram")
+        check_log_data(x.amin(dim=1), "LogHistogram")
         mantissa, exponent = torch.frexp(x)  # x = m · 2^p, m in [0.5, 1)
         sub = ((2 * mantissa.double() - 1) * self.sub_bins).floor().long().clamp(0, self.sub_bins - 1)
         index = (exponent.long() - _EXP_LOW) * self.sub_bins + sub
