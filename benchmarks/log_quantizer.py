@@ -8,9 +8,9 @@ evaluation: the demo test split. Columns: top-1 agreement with FP32 and the SQNR
 Then the accuracy of the log-grid metrics read from the statistics (no raw values) against the
 exact figures on the values themselves: on the demo's ``intSoft`` tensors, and on synthetic
 attention maps of real-size ViTs (197, 1024 and 2048 tokens, flat and peaked), for the linear
-statistics histogram and
-for the log-spaced :class:`~explorer.stats.log_metrics.LogHistogram` sketch. Last, the
-calibration time of a uniform and of a log ``intSoft`` (the log grid adds one comparison).
+statistics histogram and for the log-spaced :class:`~explorer.stats.log_metrics.LogHistogram`
+sketch. Last, the calibration time of a uniform and of a log ``intSoft`` (the log grid adds one
+comparison).
 
 Targets: a log grid at least 5 dB of logit SQNR above the best uniform observer, with agreement
 within 1 point of it; metrics from the statistics within 0.3 dB of exact.
