@@ -148,6 +148,8 @@ class Observer(ABC):
 
     def __repr__(self) -> str:
         extra = "".join(f", {k}={v!r}" for k, v in self._extra_repr().items())
+        if self._quantizer != "uniform":
+            extra += f", quantizer={self._quantizer!r}"
         return (
             f"{self._name}(bit_type={self.bit_type.name}, module_type={self.module_type!r}, "
             f"calibration_mode={self.calibration_mode!r}{extra})"
