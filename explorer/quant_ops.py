@@ -1,7 +1,8 @@
-"""Uniform quantization primitives and error metrics, as small pure tensor functions.
+"""Quantization primitives and error metrics, as small pure tensor functions.
 
-Everything that turns a clip range into ``(scale, zero_point)``, fake-quantizes a tensor or
-measures the damage lives here, so observers, the ViT wrapper and the app share one definition.
+Everything that turns a clip range into ``(scale, zero_point)``, fake-quantizes a tensor (on a
+uniform grid, or on the log2 / log√2 grids of ViT softmax quantizers) or measures the damage
+lives here, so observers, the ViT wrapper and the app share one definition.
 """
 
 from __future__ import annotations
@@ -17,6 +18,11 @@ from explorer.bit_type import BitType
 
 SCALE_EPS = torch.finfo(torch.float32).eps
 _FLOAT32_MAX = torch.finfo(torch.float32).max
+
+QUANTIZERS: tuple[str, ...] = ("uniform", "log2", "log_sqrt2")
+"""Grids a point can quantize to: uniform (scale and zero point), or powers of 2 / of √2 below the clip max."""
+LOG_BASES: dict[str, float] = {"log2": 2.0, "log_sqrt2": math.sqrt(2.0)}
+"""The base of each log grid."""
 
 
 def is_symmetric(bit_type: BitType, symmetric: bool | None) -> bool:
@@ -75,10 +81,64 @@ def dequantize(q: Tensor, scale: Tensor, zero_point: Tensor) -> Tensor:
     return (q - zero_point) * scale
 
 
-def fake_quantize(x: Tensor, scale: Tensor, zero_point: Tensor, bit_type: BitType) -> Tensor:
-    """Quantize then dequantize, in ``x``'s dtype."""
-    out = dequantize(quantize(x.float(), scale, zero_point, bit_type), scale, zero_point)
+def fake_quantize(
+    x: Tensor, scale: Tensor, zero_point: Tensor, bit_type: BitType, quantizer: str = "uniform"
+) -> Tensor:
+    """Quantize then dequantize, in ``x``'s dtype; a log ``quantizer`` keeps the top of the uniform
+    grid (the observer's clip max) and maps onto powers of its base below it (:func:`fake_quantize_log`)."""
+    if quantizer == "uniform":
+        out = dequantize(quantize(x.float(), scale, zero_point, bit_type), scale, zero_point)
+        return out.to(x.dtype)
+    return fake_quantize_log(x, representable_range(scale, zero_point, bit_type)[1], bit_type.bits, quantizer)
+
+
+def check_quantizer(quantizer: str, bit_type: BitType, symmetric: bool | None = None) -> str | None:
+    """Why ``quantizer`` cannot go with these settings (None when it can): log grids hold
+    non-negative values only (an unsigned bit type) and have no zero point to make symmetric."""
+    if quantizer not in QUANTIZERS:
+        return f"unknown quantizer {quantizer!r}; valid: {', '.join(QUANTIZERS)}"
+    if quantizer == "uniform":
+        return None
+    if bit_type.signed:
+        return f"quantizer {quantizer} needs an unsigned bit type (data ≥ 0), got {bit_type.name}; valid: e.g. uint4"
+    if symmetric is not None:
+        return f"quantizer {quantizer} has no zero point, so symmetric does not apply; valid: leave symmetric out"
+    return None
+
+
+def check_log_data(low: Tensor, what: str) -> None:
+    """ValueError naming ``what`` when the data's minimum ``low`` (per row) is below 0 (a log grid has no
+    negative levels)."""
+    if bool((low < 0).any()):
+        raise ValueError(
+            f"{what} takes data ≥ 0 only (softmax and other non-negative points), got a minimum of "
+            f"{float(low.min()):.4g}; use quantizer uniform here"
+        )
+
+
+def fake_quantize_log(x: Tensor, clip_max: Tensor, bits: int, quantizer: str) -> Tensor:
+    """``x`` on the log grid ``clip_max · base^-k``, ``k`` in ``[0, 2^bits - 2]`` (the last code is 0):
+    FQ-ViT's log2 and RepQ-ViT's log√2 softmax quantizers. ``x`` must be ≥ 0; ``x``'s dtype is kept."""
+    # k = round(-log_base(x / clip_max)), at least 0 (values above the top saturate); in float64 so that
+    # the rounding boundaries are those of the plain formula. x = 0 gives k = inf: flushed to 0.
+    k = torch.round(-torch.log(x.double() / clip_max.double()) / math.log(LOG_BASES[quantizer])).clamp_min(0)
+    levels = clip_max.double() * torch.pow(LOG_BASES[quantizer], -k)
+    out = torch.where(k <= (1 << bits) - 2, levels, torch.zeros_like(levels))
     return out.to(x.dtype)
+
+
+def log_levels(clip_max: Tensor, bits: int, quantizer: str) -> Tensor:
+    """The nonzero levels of a log grid, ``clip_max · base^-k`` for ``k = 0 .. 2^bits - 2`` (last dim, descending)."""
+    k = torch.arange((1 << bits) - 1, dtype=torch.float64, device=clip_max.device)
+    return clip_max.double().unsqueeze(-1) * LOG_BASES[quantizer] ** -k
+
+
+def log_bounds(clip_max: Tensor, bits: int, quantizer: str) -> tuple[Tensor, Tensor]:
+    """``(low, high)``: values below ``low`` are flushed to 0, values above ``high`` saturate at the
+    clip max (the rounding boundaries half a log step beyond the end levels)."""
+    base = LOG_BASES[quantizer]
+    top = clip_max.double()
+    return top * base ** -((1 << bits) - 1.5), top * math.sqrt(base)
 
 
 def representable_range(scale: Tensor, zero_point: Tensor, bit_type: BitType) -> tuple[Tensor, Tensor]:
@@ -105,9 +165,13 @@ def sqnr_db(x: Tensor, x_hat: Tensor) -> float:
     return ratio_db(float(torch.sum(x.double() ** 2)), float(torch.sum((x.double() - x_hat.double()) ** 2)))
 
 
-def clipped_mask(x: Tensor, scale: Tensor, zero_point: Tensor, bit_type: BitType) -> Tensor:
-    """Elements beyond the representable range by more than half a step (they get clipped)."""
+def clipped_mask(x: Tensor, scale: Tensor, zero_point: Tensor, bit_type: BitType, quantizer: str = "uniform") -> Tensor:
+    """Elements beyond the representable range by more than half a step (they get clipped); on a
+    log grid, those above the top level's rounding interval or flushed to 0 below the last level."""
     lo, hi = representable_range(scale, zero_point, bit_type)
+    if quantizer != "uniform":
+        low, high = log_bounds(hi, bit_type.bits, quantizer)
+        return ((x > 0) & (x < low)) | (x > high)
     half = scale / 2
     return (x < lo - half) | (x > hi + half)
 
@@ -121,17 +185,19 @@ class QuantError:
     clipped_fraction: float
 
 
-def quant_error(x: Tensor | Sequence[Tensor], scale: Tensor, zero_point: Tensor, bit_type: BitType) -> QuantError:
+def quant_error(
+    x: Tensor | Sequence[Tensor], scale: Tensor, zero_point: Tensor, bit_type: BitType, quantizer: str = "uniform"
+) -> QuantError:
     """MSE, SQNR and clipped fraction of fake-quantizing ``x`` (one tensor or all batches)."""
     batches = [x] if isinstance(x, Tensor) else list(x)
     squared_error = signal = 0.0
     clipped = count = 0
     for batch in batches:
         batch = batch.float()
-        diff = (batch - fake_quantize(batch, scale, zero_point, bit_type)).double()
+        diff = (batch - fake_quantize(batch, scale, zero_point, bit_type, quantizer)).double()
         squared_error += float(torch.sum(diff * diff))
         signal += float(torch.sum(batch.double() ** 2))
-        clipped += int(clipped_mask(batch, scale, zero_point, bit_type).sum())
+        clipped += int(clipped_mask(batch, scale, zero_point, bit_type, quantizer).sum())
         count += batch.numel()
     if count == 0:
         raise ValueError("quant_error needs at least one non-empty tensor")

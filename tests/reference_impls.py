@@ -6,6 +6,8 @@ Nothing here imports the observers: these are written from the published descrip
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import scipy.stats
 
@@ -39,6 +41,19 @@ def np_fake_quant(x: np.ndarray, scale, zp, bits: int, signed: bool) -> np.ndarr
     qmin, qmax = bounds(bits, signed)
     q = np.clip(np.round(np.asarray(x, np.float64) / scale) + zp, qmin, qmax)
     return (q - zp) * scale
+
+
+def log_fake_quant_reference(values: list[float], clip_max: float, bits: int, base: float) -> list[float]:
+    """FQ-ViT / RepQ-ViT log quantization, one value at a time: ``k = round(-log_base(x / clip_max))``,
+    at least 0; ``clip_max * base**-k`` while ``k <= 2**bits - 2``, else 0 (and 0 stays 0)."""
+    out = []
+    for x in values:
+        if x == 0:
+            out.append(0.0)
+            continue
+        k = max(0, round(-math.log(x / clip_max) / math.log(base)))
+        out.append(clip_max * base**-k if k <= 2**bits - 2 else 0.0)
+    return out
 
 
 # --------------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from explorer.config import ACTIVATION_POINTS, WEIGHT_POINTS, PointConfig, QuantConfig, module_type_of
 from explorer.observers import Observer, build_observer, observer_label, observer_names
 from explorer.stats import DEFAULT_ALPHA_FLOOR, PointStats, error_from_stats
+from explorer.stats.log_metrics import log_error_from_stats
 from explorer.vit import CaptureResult, PointKey, QuantViT, StatsCapture, vit_blocks
 
 POINTS: tuple[str, ...] = (*WEIGHT_POINTS, *ACTIVATION_POINTS)
@@ -111,6 +112,7 @@ class ObserverSummary:
     clipped_fraction: float
     clip_mse: float  # the part of the MSE from values beyond the end levels
     round_mse: float  # the part from values inside
+    quantizer: str = "uniform"  # the grid: uniform, or log2 / log_sqrt2 below clip_max
 
     @property
     def label(self) -> str:
@@ -124,7 +126,11 @@ def _numpy(t: Tensor) -> np.ndarray:
 def summarize(observer: Observer, observer_type: str, stats: PointStats) -> ObserverSummary:
     """Clip range, parameters and error breakdown of ``observer`` on the point of ``stats``."""
     scale, zero_point = observer.get_quantization_params()
-    err = error_from_stats(stats.view(observer.calibration_mode), scale, zero_point, observer.bit_type)
+    view = stats.view(observer.calibration_mode)
+    if observer.quantizer == "uniform":
+        err = error_from_stats(view, scale, zero_point, observer.bit_type)
+    else:
+        err = log_error_from_stats(view, scale, zero_point, observer.bit_type, observer.quantizer)
     return ObserverSummary(
         observer_type=observer_type,
         clip_min=_numpy(observer.clip_min),
@@ -136,6 +142,7 @@ def summarize(observer: Observer, observer_type: str, stats: PointStats) -> Obse
         clipped_fraction=err.clipped_fraction,
         clip_mse=err.clip_mse,
         round_mse=err.round_mse,
+        quantizer=observer.quantizer,
     )
 
 
@@ -220,6 +227,28 @@ def histogram(stats: PointStats, channel: int = -1, bins: int = 200) -> tuple[np
     nonzero = torch.nonzero(counts).flatten()
     first, last = (int(nonzero[0]), int(nonzero[-1])) if nonzero.numel() else (half - 1, half)
     return edges[0, first : last + 2].numpy(), counts[first : last + 1].numpy()
+
+
+def log2_histogram(stats: PointStats, channel: int = -1, per_octave: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """``(edges, counts)`` of the positive values of a point (or of one channel) on log2 bins,
+    ``per_octave`` per power of two, for display on a log2 axis: each bin of the statistics lands in
+    the log bin of its centre, so values below the statistics' resolution (its first bin) are drawn
+    at half that bin's width. Exact zeros and negative values are left out."""
+    hist = stats.view("layer_wise" if channel < 0 else "channel_wise").hist
+    if channel >= 0:
+        if channel >= hist.rows:
+            raise ValueError(f"channel {channel} does not exist; the point has {hist.rows} channels")
+        hist = hist.select(channel)
+    counts = hist.counts[0, 1].double().cpu()
+    used = torch.nonzero(counts).flatten()
+    if used.numel() == 0:
+        raise ValueError("the point has no positive values to draw on a log axis")
+    centers = (used.double() + 0.5) * float(hist.width[0, 1])
+    index = torch.floor(torch.log2(centers) * per_octave).long()
+    first = int(index.min())
+    binned = torch.zeros(int(index.max()) - first + 1, dtype=torch.float64).index_add_(0, index - first, counts[used])
+    edges = 2.0 ** (torch.arange(first, first + binned.numel() + 1, dtype=torch.float64) / per_octave)
+    return edges.numpy(), binned.numpy()
 
 
 def error_table(run: ExplorerRun) -> pd.DataFrame:

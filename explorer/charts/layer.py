@@ -10,6 +10,9 @@ import plotly.graph_objects as go
 
 from explorer.charts.style import DATA_COLOR, base_layout, color_of, dash_of
 
+LEVEL_COLOR = "#6b7a8f"
+"""Colour of the quantization grid's level lines."""
+
 
 @dataclass(frozen=True)
 class ClipRange:
@@ -28,15 +31,22 @@ def histogram_figure(
     title: str = "",
     height: int = 360,
     legend: bool = True,
+    log2_x: bool = False,
+    levels: Sequence[float] = (),
 ) -> go.Figure:
     """Bars of ``counts`` over bins ``edges`` and two vertical lines (lo, hi) per observer.
 
     The lines are shapes spanning the plot's height (so they work on a log axis too); each
     observer's pair shares a legend entry that names its range and toggles both lines
-    (``legend=False`` leaves the legend out, for small multiples).
+    (``legend=False`` leaves the legend out, for small multiples). ``log2_x`` draws the x axis as
+    ``log2(value)`` (for positive data: bins, lines and ``levels`` at or below 0 are left out), and
+    ``levels`` are the quantization grid's levels, drawn as thin dotted lines.
     """
     edges = np.asarray(edges, dtype=float)
     counts = np.asarray(counts, dtype=float)
+    if log2_x:
+        keep = edges[:-1] > 0
+        edges, counts = np.log2(edges[np.concatenate([keep, [True]])]), counts[keep]
     centers = (edges[:-1] + edges[1:]) / 2
     fig = go.Figure(
         go.Bar(
@@ -48,8 +58,23 @@ def histogram_figure(
             hovertemplate="x≈%{x:.4g}<br>count %{y:,}<extra></extra>",
         )
     )
+    shown = [float(v) for v in levels if not log2_x or v > 0]
+    for i, level in enumerate(shown):
+        fig.add_shape(
+            type="line",
+            x0=np.log2(level) if log2_x else level,
+            x1=np.log2(level) if log2_x else level,
+            y0=0,
+            y1=1,
+            yref="paper",
+            line={"color": LEVEL_COLOR, "width": 1, "dash": "dot"},
+            name=f"grid levels ({len(shown)})",
+            legendgroup="levels",
+            showlegend=i == 0,
+        )
     for clip in clips:
-        for i, x in enumerate((clip.lo, clip.hi)):
+        lines = [x for x in (clip.lo, clip.hi) if not log2_x or x > 0]
+        for i, x in enumerate(np.log2(lines) if log2_x else lines):
             fig.add_shape(
                 type="line",
                 x0=x,
@@ -63,6 +88,8 @@ def histogram_figure(
                 showlegend=i == 0,
             )
     fig.update_yaxes(type="log" if log_y else "linear", title_text="count (log)" if log_y else "count")
+    if log2_x:
+        fig.update_xaxes(title_text="log2(value)")
     return base_layout(fig, title, height).update_layout(showlegend=legend)
 
 

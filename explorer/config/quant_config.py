@@ -214,7 +214,10 @@ def _resolve_all(data: Mapping[str, Any], loc: Locator, sink: Findings) -> dict[
             for name, entry in entries.items():
                 chains[(name, index)] = chains[(name, None)] + [(("blocks", index, section, name), entry)]
     problems = Problems()
-    points = {key: problems.attempt(lambda chain=chain: resolve_point(chain, loc)) for key, chain in chains.items()}
+    points = {
+        key: problems.attempt(lambda chain=chain, name=key[0]: resolve_point(chain, loc, module_type_of(name)))
+        for key, chain in chains.items()
+    }
     problems.raise_any()
     for (name, index), chain in chains.items():
         if name == "intSoft":

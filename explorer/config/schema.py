@@ -22,6 +22,7 @@ from explorer.config.errors import (
 )
 from explorer.observers.params import ParamError, check_symmetric, type_name
 from explorer.observers.registry import all_params, observer_names, observer_params, symmetric_only
+from explorer.quant_ops import QUANTIZERS, check_quantizer
 
 WEIGHT_POINTS: tuple[str, ...] = ("attn_qkv", "attn_proj", "mlp_fc1", "mlp_fc2")
 """Weights of each block; configured under ``layers``."""
@@ -37,7 +38,7 @@ TOP_LEVEL_KEYS: tuple[str, ...] = ("default", "layers", "attn_layer", "blocks")
 
 CALIBRATION_MODES: tuple[str, ...] = ("layer_wise", "channel_wise")
 QUANTIZATION_METHODS: tuple[str, ...] = ("Uniform",)
-COMMON_KEYS: tuple[str, ...] = ("calibration_mode", "bit_type", "observer_type", "quantization_method")
+COMMON_KEYS: tuple[str, ...] = ("calibration_mode", "bit_type", "observer_type", "quantization_method", "quantizer")
 """Keys every entry may set whatever its observer; observer parameters follow them, ``symmetric`` comes last."""
 BIT_TYPE_KEYS: tuple[str, ...] = ("bits", "signed", "name")
 COMMON_DEFAULTS: dict[str, Any] = {
@@ -45,6 +46,7 @@ COMMON_DEFAULTS: dict[str, Any] = {
     "bit_type": {"bits": 8, "signed": True, "name": "int8"},
     "observer_type": "PercentileObserver",
     "quantization_method": "Uniform",
+    "quantizer": "uniform",
 }
 """Values a point gets for the common keys that neither its entry nor ``default`` sets."""
 
@@ -161,6 +163,7 @@ _COMMON_CHECKS: dict[str, Callable[[Any, KeyPath, Locator, Findings], Any]] = {
     "bit_type": check_bit_type,
     "observer_type": _choice(observer_names),
     "quantization_method": _choice(lambda: QUANTIZATION_METHODS),
+    "quantizer": _choice(lambda: QUANTIZERS),
     "symmetric": _check_symmetric,
 }
 
@@ -205,13 +208,13 @@ def bit_type_of(mapping: Mapping[str, Any]) -> BitType:
 
 
 def cross_check(
-    observer_type: str, bit_type: BitType, params: Mapping[str, Any], symmetric: bool | None
+    observer_type: str, bit_type: BitType, params: Mapping[str, Any], symmetric: bool | None, quantizer: str
 ) -> tuple[str, str] | None:
     """The first rule between keys that these settings break, as ``(key, why)``; None when consistent.
 
     A parameter bounded by the bit type's levels (``kl_bins``) must cover them wherever it matters:
     on an observer that takes it, or when set to anything but its default. A symmetric-only
-    observer (KL) refuses ``symmetric: false``.
+    observer (KL) refuses ``symmetric: false``. A log quantizer needs an unsigned bit type and no ``symmetric``.
     """
     taken = {spec.name for spec in observer_params(observer_type)}
     for name, spec in all_params().items():
@@ -224,7 +227,8 @@ def cross_check(
         check_symmetric(observer_type, symmetric_only(observer_type), symmetric)
     except ParamError as exc:
         return "symmetric", str(exc)
-    return None
+    why = check_quantizer(quantizer, bit_type, symmetric)
+    return None if why is None else ("quantizer", why)
 
 
 def emit_warnings(
@@ -255,6 +259,7 @@ class PointConfig:
     calibration_mode: str
     bit_type: BitType
     quantization_method: str
+    quantizer: str
     symmetric: bool | None
     param_items: tuple[tuple[str, Any], ...]
     """Every observer parameter as ``(name, value)``, in registration order (see ``params``)."""
@@ -265,6 +270,7 @@ class PointConfig:
         calibration_mode: str,
         bit_type: BitType,
         quantization_method: str = "Uniform",
+        quantizer: str = "uniform",
         symmetric: bool | None = None,
         **params: Any,
     ) -> None:
@@ -274,12 +280,13 @@ class PointConfig:
             raise loc.error(("bit_type",), f"{type_name(bit_type)} is not allowed; valid: a BitType")
         common = {"observer_type": observer_type, "calibration_mode": calibration_mode}
         common["quantization_method"] = quantization_method
+        common["quantizer"] = quantizer
         fields = {key: check_value(key, value, (key,), loc, sink) for key, value in common.items()}
         if symmetric is not None:
             symmetric = check_value("symmetric", symmetric, ("symmetric",), loc, sink)
         values = {name: spec.default for name, spec in all_params().items()}
         values.update({key: check_value(key, value, (key,), loc, sink) for key, value in params.items()})
-        broken = cross_check(fields["observer_type"], bit_type, values, symmetric)
+        broken = cross_check(fields["observer_type"], bit_type, values, symmetric, fields["quantizer"])
         if broken is not None:
             raise loc.error((broken[0],), broken[1])
         fields.update(bit_type=bit_type, symmetric=symmetric, param_items=tuple(values.items()))
@@ -309,6 +316,7 @@ class PointConfig:
             "calibration_mode": self.calibration_mode,
             "bit_type": self.bit_type,
             "quantization_method": self.quantization_method,
+            "quantizer": self.quantizer,
             "symmetric": self.symmetric,
             **dict(self.param_items),
         }
@@ -354,11 +362,14 @@ def _origin_label(path: KeyPath | None) -> str:
     return format_path(path) or "this entry"
 
 
-def resolve_point(chain: Sequence[tuple[KeyPath, Mapping[str, Any]]], loc: Locator) -> PointConfig:
+def resolve_point(
+    chain: Sequence[tuple[KeyPath, Mapping[str, Any]]], loc: Locator, module_type: str = "activation"
+) -> PointConfig:
     """The point made by laying checked entries over the built-in defaults, least specific first.
 
     ``chain`` pairs each entry with its key path (e.g. ``default``, then ``attn_layer.intSoft``).
-    A broken rule between keys is reported at the most specific entry, naming where each value came from.
+    A broken rule between keys is reported at the most specific entry, naming where each value came from;
+    a log quantizer on a weight point (``module_type`` ``linear_weight``) where the quantizer was set.
     """
     merged: dict[str, Any] = builtin_defaults()
     origin: dict[str, KeyPath | None] = dict.fromkeys(merged)
@@ -367,10 +378,22 @@ def resolve_point(chain: Sequence[tuple[KeyPath, Mapping[str, Any]]], loc: Locat
             merged[key] = value
             origin[key] = path
     merged["bit_type"] = bit_type_of(merged["bit_type"])
-    broken = cross_check(merged["observer_type"], merged["bit_type"], merged, merged.get("symmetric"))
+    if module_type != "activation" and merged["quantizer"] != "uniform":
+        where = origin["quantizer"] or ()
+        raise loc.error(
+            where + ("quantizer",),
+            f"quantizer {merged['quantizer']} applies to activations (set it under attn_layer, e.g. for "
+            "intSoft); weights are quantized on the uniform grid",
+        )
+    broken = cross_check(
+        merged["observer_type"], merged["bit_type"], merged, merged.get("symmetric"), merged["quantizer"]
+    )
     if broken is not None:
         key, why = broken
-        involved = (key, "observer_type") if key == "symmetric" else (key, "bit_type", "observer_type")
+        involved = {
+            "symmetric": (key, "observer_type"),
+            "quantizer": (key, "bit_type", "symmetric"),
+        }.get(key, (key, "bit_type", "observer_type"))
         sources = ", ".join(f"{name} from {_origin_label(origin.get(name))}" for name in involved)
         raise loc.error((chain[-1][0] if chain else ()) + (key,), f"{why} ({sources})")
     return PointConfig(**merged)

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from explorer.bit_type import BitType
-from explorer.quant_ops import is_symmetric, qparams_from_range
+from explorer.quant_ops import check_log_data, check_quantizer, is_symmetric, qparams_from_range
 from explorer.stats.layout import CALIBRATION_MODES, MODULE_TYPES, channel_dim, channel_rows, checked_tensor
 
 if TYPE_CHECKING:
@@ -52,6 +52,7 @@ class Observer(ABC):
         self.data_min: Tensor | None = None  # running extremes of the data, per channel or scalar
         self.data_max: Tensor | None = None
         self.num_batches = 0
+        self._quantizer = "uniform"
         self._ndim: int | None = None
         self._params: tuple[Tensor, Tensor, Tensor, Tensor] | None = None
 
@@ -68,6 +69,7 @@ class Observer(ABC):
                 "statistics were left unchanged"
             )
         self._check_values(lo, hi)
+        self._check_domain(lo)
         self._observe(rows, lo, hi)
         if self.data_min is None or self.data_max is None:
             self.data_min, self.data_max = lo, hi
@@ -88,6 +90,7 @@ class Observer(ABC):
             )
         view = stats.view(self.calibration_mode)
         self._check_values(view.min, view.max)
+        self._check_domain(view.min)
         self._fit(view)
         self.data_min, self.data_max = view.min.clone(), view.max.clone()
         self._ndim = view.ndim
@@ -99,6 +102,23 @@ class Observer(ABC):
         """``(scale, zero_point)`` shaped to broadcast against the tensors observed."""
         scale, zero_point, _, _ = self._calculate()
         return self._broadcastable(scale), self._broadcastable(zero_point)
+
+    @property
+    def quantizer(self) -> str:
+        """The grid its parameters are used on: ``uniform``, or ``log2``/``log_sqrt2`` below the clip max
+        (the observer chooses the range either way; see :func:`explorer.quant_ops.fake_quantize`)."""
+        return self._quantizer
+
+    @quantizer.setter
+    def quantizer(self, value: str) -> None:
+        why = check_quantizer(value, self.bit_type)
+        if why is None and value != "uniform" and self.module_type != "activation":
+            why = f"quantizer {value} applies to activations, not {self.module_type}"
+        if why is not None:
+            raise ValueError(f"{self._name}: {why}")
+        if value != "uniform" and self.data_min is not None:
+            self._check_domain(self.data_min, value)
+        self._quantizer = value
 
     @property
     def clip_min(self) -> Tensor:
@@ -128,6 +148,8 @@ class Observer(ABC):
 
     def __repr__(self) -> str:
         extra = "".join(f", {k}={v!r}" for k, v in self._extra_repr().items())
+        if self._quantizer != "uniform":
+            extra += f", quantizer={self._quantizer!r}"
         return (
             f"{self._name}(bit_type={self.bit_type.name}, module_type={self.module_type!r}, "
             f"calibration_mode={self.calibration_mode!r}{extra})"
@@ -151,6 +173,12 @@ class Observer(ABC):
 
     def _extra_repr(self) -> dict[str, Any]:
         return {}
+
+    def _check_domain(self, lo: Tensor, quantizer: str | None = None) -> None:
+        """A log grid holds no negative values: refuse data below 0 for one (before any state changes)."""
+        quantizer = quantizer or self._quantizer
+        if quantizer != "uniform":
+            check_log_data(lo, f"{self._name}: quantizer {quantizer}")
 
     # ----- internals --------------------------------------------------------------------
     @property

@@ -108,9 +108,11 @@ def build_observer(entry: PointConfig | Mapping[str, Any], module_type: str = "a
 
     point = entry if isinstance(entry, PointConfig) else PointConfig.from_mapping(entry)
     cls = observer_class(point.observer_type)
-    return cls(
+    observer = cls(
         bit_type=point.bit_type,
         module_type=module_type,
         calibration_mode=point.calibration_mode,
         **point.observer_params(),
     )
+    observer.quantizer = point.quantizer
+    return observer

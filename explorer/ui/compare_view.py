@@ -9,10 +9,22 @@ import streamlit as st
 
 from explorer.analysis import ObserverSummary
 from explorer.charts import error_heatmap, histogram_figure, wins_figure
+from explorer.config import ConfigError
 from explorer.observers import observer_label, observer_names
 from explorer.ui.explain import minmax_gaps
 from explorer.ui.layer_view import ALL_VALUES, clip_lines
-from explorer.ui.session import Loaded, cached_error_table, calibrated_summaries, point_facts, point_histogram
+from explorer.ui.session import (
+    Loaded,
+    ObserverResult,
+    cached_error_table,
+    calibrated_summaries,
+    point_facts,
+    point_histogram,
+    tuned_summary,
+)
+
+LOG_GRIDS = {"log2": "log2", "log_sqrt2": "log√2"}
+"""The log grids compared on the softmax point, by quantizer → label."""
 
 
 def observer_labels() -> list[str]:
@@ -28,6 +40,22 @@ HEAT_METRICS = {
 """Heatmap colour choice → (error-table column suffix, whether higher is better)."""
 
 
+def log_grid_results(loaded: Loaded, block: int, name: str) -> dict[str, ObserverResult]:
+    """On ``intSoft``: its configured observer choosing the top of each log grid (unsigned, same bits), by label."""
+    if name != "intSoft":
+        return {}
+    point = loaded.run.config.point(name, block)
+    bit_type = {"bits": point.bit_type.bits, "signed": False}
+    results: dict[str, ObserverResult] = {}
+    for grid, label in LOG_GRIDS.items():
+        try:
+            draft = point.replace(quantizer=grid, symmetric=None, bit_type=bit_type)
+            results[label] = tuned_summary(loaded.run, loaded.settings.run_id, block, name, draft)
+        except (ConfigError, ValueError, RuntimeError) as exc:
+            results[label] = str(exc)
+    return results
+
+
 def side_by_side(loaded: Loaded, block: int, name: str) -> None:
     """One small histogram with its clip range and the metrics of each calibrated observer."""
     run, run_id = loaded.run, loaded.settings.run_id
@@ -38,9 +66,10 @@ def side_by_side(loaded: Loaded, block: int, name: str) -> None:
     except ValueError as exc:
         st.error(str(exc))
         return
-    results = calibrated_summaries(run, run_id, block, name)
-    for column, (observer_type, result) in zip(st.columns(len(results)), results.items(), strict=True):
-        label = observer_label(observer_type)
+    results = {observer_label(t): r for t, r in calibrated_summaries(run, run_id, block, name).items()}
+    logs = log_grid_results(loaded, block, name)
+    results.update(logs)
+    for column, (label, result) in zip(st.columns(len(results)), results.items(), strict=True):
         with column:
             if not isinstance(result, ObserverSummary):
                 st.error(f"{label}: {result}")
@@ -53,6 +82,12 @@ def side_by_side(loaded: Loaded, block: int, name: str) -> None:
                 f"clip [{clip.lo:.4g}, {clip.hi:.4g}] · MSE {result.mse:.4g} · "
                 f"clipped {100 * result.clipped_fraction:.4f} %"
             )
+    if logs:
+        bits = loaded.run.config.point(name, block).bit_type.bits
+        st.caption(
+            f"log2 and log√2: the softmax's observer picks the clip max, the {bits}-bit log grid below it "
+            "(FQ-ViT's and RepQ-ViT's softmax quantizers); set them in the Layer tab's Grid."
+        )
 
 
 def heat_values(table: pd.DataFrame, metric: str) -> np.ndarray:

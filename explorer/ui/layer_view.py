@@ -8,11 +8,13 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 import streamlit as st
+import torch
 
 from explorer.analysis import DistributionFacts, ObserverSummary
 from explorer.charts import ClipRange, channel_range_figure, channel_scale_figure, histogram_figure
 from explorer.config import ConfigError, PointConfig
 from explorer.observers import observer_label
+from explorer.quant_ops import log_levels
 from explorer.ui.explain import explain_facts
 from explorer.ui.session import (
     Loaded,
@@ -20,6 +22,7 @@ from explorer.ui.session import (
     calibrated_summaries,
     point_facts,
     point_histogram,
+    point_log2_histogram,
     reset_when_changed,
     tuned_summary,
 )
@@ -85,6 +88,7 @@ def metrics_table(results: Mapping[str, ObserverResult], tuned_point: PointConfi
                     "granularity": "channel_wise" if result.clip_min.size > 1 else "layer_wise",
                     "clip min": float(np.min(result.clip_min)),
                     "clip max": float(np.max(result.clip_max)),
+                    "grid": result.quantizer,
                     "scale (median)": float(np.median(result.scale)),
                     "MSE": result.mse,
                     "SQNR dB": result.sqnr_db,
@@ -98,6 +102,18 @@ def metrics_table(results: Mapping[str, ObserverResult], tuned_point: PointConfi
             row["note"] = f"failed: {result}"
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def log_grid_levels(summary: ObserverSummary, bits: int, channel: int = ALL_VALUES) -> tuple[str, np.ndarray]:
+    """``(grid, levels)`` to draw on a log2 axis: the summary's own log grid, or the log2 grid its clip
+    max would have (a preview) when it is uniform; one channel's clip max, or the highest."""
+    grid = summary.quantizer if summary.quantizer != "uniform" else "log2"
+    top = (
+        float(np.max(summary.clip_max))
+        if channel == ALL_VALUES or summary.clip_max.size == 1
+        else summary.clip_max[channel]
+    )
+    return grid, log_levels(torch.tensor(float(top)), bits, grid).numpy()
 
 
 def _channel_label(facts: DistributionFacts) -> dict[int, str]:
@@ -146,12 +162,32 @@ def layer_tab(loaded: Loaded, block: int, name: str) -> None:
             return
         labels = _channel_label(facts)
         reset_when_changed("hist_for", (run_id, name), {"hist_channel": ALL_VALUES})
-        col1, col2 = st.columns([1, 2])
+        col1, col2, col3 = st.columns([1, 1, 2])
         log_y = col1.toggle("Log count axis", value=True, key="hist_log")
-        channel = col2.selectbox("Histogram of", list(labels), format_func=labels.__getitem__, key="hist_channel")
-        edges, counts = point_histogram(run, run_id, block, name, channel)
+        log2_x = (
+            col2.toggle(
+                "log2 x axis",
+                key="hist_log2",
+                disabled=facts.min < 0,
+                help="For points ≥ 0 (the softmax): values on a log2 axis, with the levels of a log grid.",
+            )
+            and facts.min >= 0
+        )
+        channel = col3.selectbox("Histogram of", list(labels), format_func=labels.__getitem__, key="hist_channel")
         title = f"Block {block} · {name}" + ("" if channel == ALL_VALUES else f" · channel {channel}")
-        st.plotly_chart(histogram_figure(edges, counts, clip_lines(summaries, channel), log_y, title), key="hist")
+        tuned = summaries.get(TUNED_LABEL)
+        if log2_x and isinstance(tuned, ObserverSummary) and isinstance(draft, PointConfig):
+            edges, counts = point_log2_histogram(run, run_id, block, name, channel)
+            grid, levels = log_grid_levels(tuned, draft.bit_type.bits, channel)
+            figure = histogram_figure(
+                edges, counts, clip_lines(summaries, channel), log_y, title, log2_x=True, levels=levels
+            )
+            preview = " (a preview: the tuned grid is uniform)" if tuned.quantizer == "uniform" else ""
+            st.plotly_chart(figure, key="hist")
+            st.caption(f"Dotted: the {len(levels)} levels of the tuned {grid} grid at its clip max{preview}.")
+        else:
+            edges, counts = point_histogram(run, run_id, block, name, channel)
+            st.plotly_chart(histogram_figure(edges, counts, clip_lines(summaries, channel), log_y, title), key="hist")
         if channel == ALL_VALUES and any(s.clip_min.size > 1 for s in summaries.values()):
             st.caption(
                 "Channel-wise observers are drawn at their widest channel (lowest clip min, highest clip max); "

@@ -30,6 +30,7 @@ from explorer.analysis import (
     distribution_facts,
     error_table,
     histogram,
+    log2_histogram,
     point_summary,
     quantized_model,
     run_calibration,
@@ -156,6 +157,14 @@ def point_histogram(
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(edges, counts)`` of all values of a point (``channel`` negative) or of one of its channels."""
     return histogram(_run.stats((block, point)), channel, bins=HISTOGRAM_BINS)
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def point_log2_histogram(
+    _run: ExplorerRun, run_id: str, block: int, point: str, channel: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(edges, counts)`` of a point's positive values on log2 bins (see :func:`log2_histogram`)."""
+    return log2_histogram(_run.stats((block, point)), channel)
 
 
 @st.cache_data(max_entries=8, show_spinner="Scoring the four observers on every point…")

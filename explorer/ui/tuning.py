@@ -14,16 +14,17 @@ import streamlit as st
 
 from explorer.analysis import as_observer_type
 from explorer.bit_type import MAX_BITS, MIN_BITS, BitType
-from explorer.config import CALIBRATION_MODES, ConfigError, PointConfig, QuantConfig, apply_point
+from explorer.config import CALIBRATION_MODES, ConfigError, PointConfig, QuantConfig, apply_point, module_type_of
 from explorer.observers import ParamSpec, observer_label, observer_names, observer_params
 from explorer.observers.registry import all_params
+from explorer.quant_ops import QUANTIZERS
 from explorer.ui.session import reset_when_changed
 
 TUNED = "tuned"
 """Session-state key of the tuned :class:`QuantConfig`."""
 MESSAGE = "tune_message"
 """Session-state key of the last apply's outcome, as ``(kind, text)``."""
-COMMON_WIDGETS = ("tune_observer", "tune_bits", "tune_signed", "tune_mode")
+COMMON_WIDGETS = ("tune_observer", "tune_bits", "tune_signed", "tune_mode", "tune_quantizer")
 """Widgets every observer uses; each observer parameter has its own (:func:`param_key`)."""
 FLOAT_DECIMALS = 8
 
@@ -46,6 +47,7 @@ def widget_values(point: PointConfig) -> dict[str, Any]:
         "tune_bits": point.bit_type.bits,
         "tune_signed": point.bit_type.signed,
         "tune_mode": point.calibration_mode,
+        "tune_quantizer": point.quantizer,
     }
 
 
@@ -65,7 +67,11 @@ def draft_point(current: PointConfig, values: Mapping[str, Any]) -> PointConfig:
         if same_type
         else {"bits": bits, "signed": signed, "name": f"{'int' if signed else 'uint'}{bits}"}
     )
-    changes: dict[str, Any] = {"calibration_mode": values["tune_mode"], "bit_type": bit_type}
+    changes: dict[str, Any] = {
+        "calibration_mode": values["tune_mode"],
+        "bit_type": bit_type,
+        "quantizer": values["tune_quantizer"],
+    }
     for spec in observer_params(observer_type):
         value = values[param_key(spec.name)]  # floats rounded: browser steps leave noise such as 0.9995000000000001
         changes[spec.name] = round(value, FLOAT_DECIMALS) if isinstance(value, float) else value
@@ -119,6 +125,15 @@ def tuning_panel(block: int, name: str, check: Callable[[PointConfig], object]) 
     st.selectbox("bits", range(MIN_BITS, MAX_BITS + 1), key="tune_bits", help=f"{MIN_BITS} to {MAX_BITS} bits.")
     st.checkbox("signed", key="tune_signed")  # own row: beside bits it is cut in a narrow panel
     st.radio("Granularity", CALIBRATION_MODES, key="tune_mode", horizontal=True)
+    st.radio(
+        "Grid",
+        QUANTIZERS,
+        key="tune_quantizer",
+        horizontal=True,
+        disabled=module_type_of(name) != "activation",
+        help="uniform: scale and zero point. log2 / log_sqrt2: levels clip max · 2^-k or √2^-k, dense near 0 "
+        "(FQ-ViT's and RepQ-ViT's softmax quantizers); activations ≥ 0 with an unsigned bit type only.",
+    )
     st.button(
         f"Apply to {name} in block {block}",
         key="tune_apply_block",

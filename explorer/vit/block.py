@@ -82,6 +82,7 @@ class QuantTimmVitBlock(nn.Module):
         self.taps: list[Tap] = []
         self._mode: Mode = "fp32"
         self._qparams: dict[str, tuple[Tensor, Tensor]] | None = None
+        self._grids: dict[str, str] = {}
         self._quant_weights: dict[str, Tensor] = {}
 
     # ----- modes ------------------------------------------------------------------------
@@ -119,7 +120,7 @@ class QuantTimmVitBlock(nn.Module):
                 self._observe(point, weight)
 
     def compute_quant_params(self) -> None:
-        """Turn every observer's statistics into ``(scale, zero_point)``."""
+        """Turn every observer's statistics into ``(scale, zero_point)`` and record the grid each point uses."""
         empty = [p for p, obs in self.observers.items() if obs.num_batches == 0]
         if empty:
             raise RuntimeError(
@@ -131,6 +132,7 @@ class QuantTimmVitBlock(nn.Module):
             p: tuple(t.to(device) for t in obs.get_quantization_params())  # type: ignore[misc]
             for p, obs in self.observers.items()
         }
+        self._grids = {p: obs.quantizer for p, obs in self.observers.items()}
         bit_types = {p: obs.bit_type for p, obs in self.observers.items()}
         self._quant_weights = {
             p: fake_quantize(w.detach(), *self._qparams[p], bit_types[p]) for p, w in self.weights().items()
@@ -142,6 +144,7 @@ class QuantTimmVitBlock(nn.Module):
             raise KeyError(f"unknown point {point!r}; valid: {', '.join(self.observers)}")
         self.observers[point] = observer
         self._qparams = None
+        self._grids = {}
         self._quant_weights = {}
         if self._mode == "quantized":
             self._mode = "fp32"
@@ -152,6 +155,12 @@ class QuantTimmVitBlock(nn.Module):
         if self._qparams is None:
             raise RuntimeError("no quantization parameters yet: call compute_quant_params() after calibration")
         return self._qparams
+
+    @property
+    def grids(self) -> dict[str, str]:
+        """The grid each point is quantized on (``uniform``, ``log2``, ``log_sqrt2``), recorded by
+        ``compute_quant_params()`` (empty before): a log grid uses ``qparams`` only for its top level."""
+        return dict(self._grids)
 
     # ----- forward ----------------------------------------------------------------------
     def forward(self, x: Tensor, attn_mask: Tensor | None = None, is_causal: bool = False) -> Tensor:
@@ -211,7 +220,7 @@ class QuantTimmVitBlock(nn.Module):
             self._observe(point, x)
         elif self._mode == "quantized":
             scale, zero_point = self.qparams[point]
-            return fake_quantize(x, scale, zero_point, self.observers[point].bit_type)
+            return fake_quantize(x, scale, zero_point, self.observers[point].bit_type, self._grids[point])
         return x
 
     def _observe(self, point: str, x: Tensor) -> None:
