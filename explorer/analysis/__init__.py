@@ -16,6 +16,8 @@ from explorer.analysis.explore import (
     run_calibration,
     summarize,
 )
+from explorer.analysis.provenance import DataIdentity, ModelIdentity, RunSource
+from explorer.analysis.runfile import RunFileError, load_run, save_run
 
 __all__ = [
     "AccuracyReport",
@@ -34,4 +36,10 @@ __all__ = [
     "quantized_model",
     "run_calibration",
     "summarize",
+    "DataIdentity",
+    "ModelIdentity",
+    "RunSource",
+    "RunFileError",
+    "load_run",
+    "save_run",
 ]

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 from torch import Tensor, nn
 
+from explorer.analysis.provenance import RunSource
 from explorer.config import ACTIVATION_POINTS, WEIGHT_POINTS, PointConfig, QuantConfig, module_type_of
 from explorer.observers import Observer, build_observer, observer_label, observer_names
 from explorer.stats import DEFAULT_ALPHA_FLOOR, PointStats, error_from_stats
@@ -39,6 +41,20 @@ class ExplorerRun:
     num_blocks: int
     capture: CaptureResult
     alpha_floor: float = DEFAULT_ALPHA_FLOOR
+    source: RunSource | None = None  # model and data, when known (saved with the run)
+
+    def save(self, path: str | Path) -> Path:
+        """Write the run to one safetensors file (see :mod:`explorer.analysis.runfile`); returns its path."""
+        from explorer.analysis.runfile import save_run  # runfile builds on this module
+
+        return save_run(self, path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> ExplorerRun:
+        """The run saved at ``path``; :class:`~explorer.analysis.runfile.RunFileError` when it is not a readable run."""
+        from explorer.analysis.runfile import load_run
+
+        return load_run(path)
 
     @property
     def points(self) -> list[PointKey]:
