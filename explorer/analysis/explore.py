@@ -8,7 +8,7 @@ Nothing here keeps an activation tensor: everything is read from the points'
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -238,18 +238,38 @@ def histogram(stats: PointStats, channel: int = -1, bins: int = 200) -> tuple[np
     return edges[0, first : last + 2].numpy(), counts[first : last + 1].numpy()
 
 
-def error_table(run: ExplorerRun) -> pd.DataFrame:
-    """Every point × registered observer: MSE, SQNR, clipped fraction, and which observer wins (least MSE)."""
+ObserverResult = ObserverSummary | str
+"""What an observer did on a point, or why it failed there."""
+
+
+def observer_results(run: ExplorerRun, key: PointKey) -> dict[str, ObserverResult]:
+    """Each registered observer's summary on ``key`` with the run's config, or why it failed there."""
+    results: dict[str, ObserverResult] = {}
+    for observer_type in observer_names():
+        try:
+            results[observer_type] = point_summary(run, key, run.point_config(observer_type, key))
+        except (ValueError, RuntimeError) as exc:
+            results[observer_type] = str(exc)
+    return results
+
+
+def error_table(
+    run: ExplorerRun, results: Mapping[PointKey, Mapping[str, ObserverResult]] | None = None
+) -> pd.DataFrame:
+    """Every point × registered observer: MSE, SQNR, clipped fraction, and which observer wins (least MSE).
+
+    ``results`` are the :func:`observer_results` of every point when the caller has them already.
+    """
     rows = []
     for key in run.points:
         block, name = key
         row: dict[str, object] = {"block": block, "point": name, "kind": module_type_of(name)}
         best, best_mse = None, float("inf")
+        point_results = observer_results(run, key) if results is None else results[key]
         for observer_type in observer_names():
             label = observer_label(observer_type)
-            try:
-                s = point_summary(run, key, run.point_config(observer_type, key))
-            except (ValueError, RuntimeError):
+            s = point_results[observer_type]
+            if not isinstance(s, ObserverSummary):
                 row[f"{label} MSE"] = row[f"{label} SQNR dB"] = row[f"{label} clipped %"] = float("nan")
                 continue
             row[f"{label} MSE"], row[f"{label} SQNR dB"], row[f"{label} clipped %"] = (

@@ -57,7 +57,7 @@ def capture_tensors(capture: CaptureResult) -> dict[str, Tensor]:
     }
 
 
-def _parse_key(prefix: str) -> PointKey:
+def parse_point(prefix: str) -> PointKey:
     block, _, point = prefix.partition(".")
     if not block.isdigit() or point not in POINTS:
         raise RunFileError(f"{prefix!r} is not a point: expected '<block>.<point>', point one of {', '.join(POINTS)}")
@@ -72,7 +72,7 @@ def capture_from_tensors(
     states: dict[PointKey, dict[str, Tensor]] = {}
     for name, tensor in tensors.items():
         block, point, rest = (name.split(".", 2) + ["", ""])[:3]
-        states.setdefault(_parse_key(f"{block}.{point}"), {})[rest] = tensor
+        states.setdefault(parse_point(f"{block}.{point}"), {})[rest] = tensor
     stats: dict[PointKey, PointStats] = {}
     for key, state in states.items():
         point_stats = PointStats(module_type_of(key[1]), alpha_floor)
@@ -136,7 +136,7 @@ def save_run(run: ExplorerRun, path: str | Path) -> Path:
     return path
 
 
-def _header(path: Path) -> dict[str, Any]:
+def read_header(path: Path) -> dict[str, Any]:
     """The run metadata of ``path``, checked for format and version (RunFileError otherwise)."""
     try:
         with safetensors.safe_open(str(path), framework="pt") as f:
@@ -200,7 +200,7 @@ def load_run(path: str | Path) -> ExplorerRun:
     """The run saved at ``path`` (RunFileError when it is not a complete, consistent run; FileNotFoundError
     when there is no file)."""
     path = Path(path)
-    meta = _header(path)
+    meta = read_header(path)
     try:
         tensors = safetensors.torch.load_file(str(path))
     except Exception as exc:
@@ -217,8 +217,8 @@ def load_run(path: str | Path) -> ExplorerRun:
         raise RunFileError(f"{path}: the run metadata is invalid: {exc}") from exc
     num_blocks, batches = _field(meta, "num_blocks", int), _field(meta, "batches", int)
     alpha_floor = float(_field(meta, "alpha_floor", (int, float)))
-    errors = {_parse_key(k): str(v) for k, v in _field(meta, "errors", dict).items()}
-    points = {_parse_key(k) for k in _field(meta, "points", list)}
+    errors = {parse_point(k): str(v) for k, v in _field(meta, "errors", dict).items()}
+    points = {parse_point(k) for k in _field(meta, "points", list)}
     capture = capture_from_tensors(tensors, errors, batches, alpha_floor)
     _check_counts(capture, points, num_blocks)
     return ExplorerRun(config, num_blocks, capture, alpha_floor, source)

@@ -26,10 +26,12 @@ from torch import nn
 from explorer.analysis import (
     DistributionFacts,
     ExplorerRun,
+    ObserverResult,
     ObserverSummary,
     distribution_facts,
     error_table,
     histogram,
+    observer_results,
     point_summary,
     quantized_model,
     run_calibration,
@@ -37,7 +39,6 @@ from explorer.analysis import (
 from explorer.analysis.evaluation import AccuracyReport, evaluate_quantized
 from explorer.config import PointConfig, QuantConfig
 from explorer.data import batched, model_input_config
-from explorer.observers import observer_names
 from explorer.ui.sources import Holdout, ModelSource, Settings, holdout_images, load_images, load_model
 
 RUN_STORE_SIZE = 2
@@ -120,21 +121,10 @@ def calibrate(settings: Settings, progress: Callable[[int, int], None]) -> Loade
     return loaded
 
 
-ObserverResult = ObserverSummary | str
-"""What an observer did on a point, or why it failed there."""
-
-
 @st.cache_data(max_entries=64, show_spinner=False)
 def calibrated_summaries(_run: ExplorerRun, run_id: str, block: int, point: str) -> dict[str, ObserverResult]:
     """Each observer type's summary on one point with the run's config (or why it failed)."""
-    key = (block, point)
-    results: dict[str, ObserverResult] = {}
-    for observer_type in observer_names():
-        try:
-            results[observer_type] = point_summary(_run, key, _run.point_config(observer_type, key))
-        except (ValueError, RuntimeError) as exc:
-            results[observer_type] = str(exc)
-    return results
+    return observer_results(_run, (block, point))
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
