@@ -47,14 +47,19 @@ HISTOGRAM_BINS = 200
 
 @dataclass(frozen=True)
 class Loaded:
-    """A finished calibration: its settings, the model, the run, its duration and the accuracy images."""
+    """A finished calibration: its settings, the model, the run, its duration and the accuracy images.
+
+    A run opened from a file (``file``) may lack the model and images; ``needs`` then says what is missing.
+    """
 
     settings: Settings
-    model: nn.Module
+    model: nn.Module | None
     run: ExplorerRun
-    seconds: float
+    seconds: float  # calibrating, or opening the file
     images_used: int
-    holdout: Holdout
+    holdout: Holdout | None
+    file: str = ""
+    needs: str = ""
 
 
 class RunStore:
@@ -156,6 +161,8 @@ def cached_error_table(_run: ExplorerRun, run_id: str) -> pd.DataFrame:
 @st.cache_data(max_entries=16, show_spinner="Evaluating FP32 and quantized models…")
 def accuracy(_loaded: Loaded, run_id: str, config_yaml: str, _config: QuantConfig) -> AccuracyReport:
     """FP32 vs ``_config``-quantized model on the run's held-out images (``config_yaml`` is its cache key)."""
+    if _loaded.model is None or _loaded.holdout is None:
+        raise ValueError(f"accuracy needs {_loaded.needs}")
     qvit = quantized_model(_loaded.model, _loaded.run, _config)
     return evaluate_quantized(qvit, _loaded.holdout.images, _loaded.holdout.labels)
 
