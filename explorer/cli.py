@@ -29,7 +29,7 @@ from explorer.analysis.distributed import Ranks, gather, join, leave, shard
 from explorer.analysis.export import parameters_json, parameters_safetensors
 from explorer.analysis.provenance import DataIdentity, ModelIdentity, RunSource, file_sha256
 from explorer.analysis.runfile import read_header
-from explorer.config import ConfigError, QuantConfig, load_config
+from explorer.config import ConfigError, ConfigWarning, QuantConfig, load_config
 from explorer.data import DEMO_ARCH, DataLoadError, ModelLoadError, batched, model_input_config
 from explorer.data.models import CHECKPOINT_EXTENSIONS
 from explorer.stats import DEFAULT_ALPHA_FLOOR
@@ -52,7 +52,7 @@ class _Parser(argparse.ArgumentParser):
     """An argument parser whose errors are :class:`UsageError` (one line, exit 2) instead of usage text."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        raise UsageError(f"{message} (see {PROG} {self.prog.split()[-1]} --help)")
+        raise UsageError(f"{message} (see {self.prog} --help)")
 
 
 class Progress:
@@ -264,7 +264,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = parser().parse_args(argv)
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # e.g. config advice: the run records the config
+            warnings.simplefilter("ignore", ConfigWarning)  # advice on the config, not problems with the input
             summary = _run(args)
     except INPUT_ERRORS as exc:
         print(f"{PROG}: error{where}: {exc}", file=sys.stderr)
