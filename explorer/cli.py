@@ -147,9 +147,11 @@ def calibrate(args: argparse.Namespace, ranks: Ranks) -> str | None:
         )
     finally:
         bar.close()
+    merging = time.perf_counter()
     capture = gather(run.capture, ranks, args.alpha_floor)
     if capture is None:
         return None
+    merged = f" (merging the ranks {time.perf_counter() - merging:.1f} s)" if ranks.world > 1 else ""
     if identity.kind == "checkpoint":
         identity = dataclasses.replace(identity, sha256=file_sha256(identity.path))
     run = dataclasses.replace(run, capture=capture, source=RunSource(identity, data, args.batch_size))
@@ -158,7 +160,7 @@ def calibrate(args: argparse.Namespace, ranks: Ranks) -> str | None:
     return (
         f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB): {identity.describe()}, {run.batches} batch(es) of "
         f"{args.batch_size}, {run.num_blocks} blocks, {len(capture.stats)} points{refused}, "
-        f"{time.perf_counter() - start:.1f} s on {ranks.world} process(es)"
+        f"{time.perf_counter() - start:.1f} s on {ranks.world} process(es){merged}"
     )
 
 

@@ -132,6 +132,7 @@ def _drop(tensors: dict[str, Tensor], prefix: str) -> None:
         (None, lambda t: _drop(t, "0.mlp_act."), "metadata lists"),
         (None, lambda t: t.update({"0.mlp_act.min": torch.zeros(3)}), "0.mlp_act"),
         (None, lambda t: t.update({"0.bogus.min": torch.zeros(3)}), "not a point"),
+        (None, lambda t: t.update({"0.mlp_act.extra": torch.zeros(3)}), "unexpected tensors extra"),
     ],
 )
 def test_inconsistent_files(saved: Path, tmp_path: Path, edit_meta: Any, edit_tensors: Any, match: str) -> None:

@@ -80,6 +80,9 @@ def capture_from_tensors(
             point_stats.load_state_dict(state)
         except ValueError as exc:
             raise RunFileError(f"point {point_prefix(key)}: {exc}") from exc
+        unexpected = set(state) - set(point_stats.state_dict())
+        if unexpected:
+            raise RunFileError(f"point {point_prefix(key)}: unexpected tensors {', '.join(sorted(unexpected))}")
         stats[key] = point_stats
     return CaptureResult(stats, dict(errors), batches)
 
