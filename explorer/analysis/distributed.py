@@ -44,15 +44,18 @@ class Ranks:
 
 def join(device: str) -> Ranks:
     """This process's :class:`Ranks`: under ``torchrun`` (``WORLD_SIZE`` > 1) the process group is
-    started (gloo for ``cpu``, NCCL for ``cuda``, one GPU per local rank when there are several)."""
+    started: gloo for ``cpu``; NCCL for ``cuda``, each process on its own GPU (``LOCAL_RANK``), so a
+    machine must have a GPU per process (ValueError otherwise)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return Ranks(device=device)
     rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     if device.startswith("cuda"):
-        index = local % max(1, torch.cuda.device_count())
-        torch.cuda.set_device(index)
-        device = f"cuda:{index}"
+        gpus = torch.cuda.device_count()
+        if int(os.environ.get("LOCAL_WORLD_SIZE", world)) > gpus:
+            raise ValueError(f"NCCL needs one GPU per process: {gpus} GPU(s) here; run at most {gpus} per machine")
+        torch.cuda.set_device(local)
+        device = f"cuda:{local}"
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
     return Ranks(rank, world, device)
