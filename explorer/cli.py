@@ -33,6 +33,7 @@ from explorer.config import ConfigError, ConfigWarning, QuantConfig, load_config
 from explorer.data import DEMO_ARCH, DataLoadError, ModelLoadError, batched, model_input_config
 from explorer.data.models import CHECKPOINT_EXTENSIONS
 from explorer.stats import DEFAULT_ALPHA_FLOOR
+from explorer.ui.sources import DataSource, ModelSource, load_images, load_model  # the app's loaders (no Streamlit)
 
 PROG = "observer-explorer"
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "recommended_config.yaml"
@@ -123,8 +124,6 @@ def _writable(path: str) -> Path:
 
 def calibrate(args: argparse.Namespace, ranks: Ranks) -> str | None:
     """Calibrate this rank's batches; rank 0 writes the combined run and returns the summary."""
-    from explorer.ui.sources import DataSource, ModelSource, load_images, load_model  # the app's loaders
-
     start = time.perf_counter()
     out = _writable(args.out)
     identity, data = model_source(args.model, args.arch, args.pretrained), data_source(args.data)
