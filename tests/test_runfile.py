@@ -125,6 +125,8 @@ def _drop(tensors: dict[str, Tensor], prefix: str) -> None:
     [
         (lambda m: m.update(batches=3), None, "batch"),
         (lambda m: m.update(num_blocks=5), None, "cover"),
+        (lambda m: m.update(num_blocks=10**12), None, "cover"),
+        (lambda m: m.update(points=[7]), None, "not a point"),
         (lambda m: m["errors"].clear(), None, "cover"),
         (lambda m: m.update(config="/etc/hostname"), None, "not YAML text"),
         (lambda m: m.update(config="default: {bits: 9}\n"), None, "metadata is invalid"),

@@ -117,12 +117,6 @@ def run_metadata(run: ExplorerRun) -> dict[str, Any]:
     }
 
 
-def run_file_bytes(run: ExplorerRun) -> bytes:
-    """The run file's content (what :func:`save_run` writes), e.g. for a download."""
-    header = {METADATA_KEY: json.dumps(run_metadata(run))}
-    return safetensors.torch.save(capture_tensors(run.capture), metadata=header)
-
-
 def save_run(run: ExplorerRun, path: str | Path) -> Path:
     """Write ``run`` to ``path`` (through a temporary file in the same folder, renamed at the end,
     so an interrupted save never leaves a partial run under that name)."""
@@ -165,10 +159,12 @@ def read_header(path: Path) -> dict[str, Any]:
     return meta
 
 
-def _field(meta: dict[str, Any], name: str, kind: type | tuple[type, ...]) -> Any:
+def _field(meta: dict[str, Any], name: str, *kinds: type) -> Any:
+    """``meta[name]`` when it is one of ``kinds`` (never a bool for numbers), else RunFileError."""
     value = meta.get(name)
-    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
-        raise RunFileError(f"the run metadata's {name!r} is missing or not a {getattr(kind, '__name__', kind)}")
+    if not isinstance(value, kinds) or isinstance(value, bool):
+        wanted = " or ".join(kind.__name__ for kind in kinds)
+        raise RunFileError(f"the run metadata's {name!r} is missing or not a {wanted}")
     return value
 
 
@@ -190,8 +186,9 @@ def _check_counts(capture: CaptureResult, meta_points: set[PointKey], num_blocks
         raise RunFileError(
             f"the file's tensors hold {len(capture.stats)} point(s) but its metadata lists {len(meta_points)}"
         )
-    expected = {(b, p) for b in range(num_blocks) for p in POINTS}
-    if meta_points | set(capture.errors) != expected or meta_points & set(capture.errors):
+    covered = meta_points | set(capture.errors)
+    expected = {(b, p) for b in range(num_blocks) for p in POINTS} if len(covered) == num_blocks * len(POINTS) else None
+    if covered != expected or meta_points & set(capture.errors):
         raise RunFileError(f"the points and errors of the metadata do not cover the {num_blocks} block(s) exactly once")
     for key, stats in capture.stats.items():
         wanted = 1 if key[1] in WEIGHT_POINTS else capture.batches  # weights are read once
@@ -204,10 +201,6 @@ def load_run(path: str | Path) -> ExplorerRun:
     when there is no file)."""
     path = Path(path)
     meta = read_header(path)
-    try:
-        tensors = safetensors.torch.load_file(str(path))
-    except Exception as exc:
-        raise RunFileError(f"{path}: the tensors cannot be read ({exc}); the file may be truncated") from exc
     text = _field(meta, "config", str)
     if "\n" not in text:  # dump_config's YAML always ends a line; a one-line string could name a file here
         raise RunFileError(f"{path}: the run metadata's 'config' is not YAML text")
@@ -219,9 +212,13 @@ def load_run(path: str | Path) -> ExplorerRun:
     except (ConfigError, ValueError) as exc:
         raise RunFileError(f"{path}: the run metadata is invalid: {exc}") from exc
     num_blocks, batches = _field(meta, "num_blocks", int), _field(meta, "batches", int)
-    alpha_floor = float(_field(meta, "alpha_floor", (int, float)))
-    errors = {parse_point(k): str(v) for k, v in _field(meta, "errors", dict).items()}
-    points = {parse_point(k) for k in _field(meta, "points", list)}
+    alpha_floor = float(_field(meta, "alpha_floor", int, float))
+    errors = {parse_point(str(k)): str(v) for k, v in _field(meta, "errors", dict).items()}
+    points = {parse_point(str(k)) for k in _field(meta, "points", list)}
+    try:
+        tensors = safetensors.torch.load_file(str(path))
+    except Exception as exc:
+        raise RunFileError(f"{path}: the tensors cannot be read ({exc}); the file may be truncated") from exc
     capture = capture_from_tensors(tensors, errors, batches, alpha_floor)
     _check_counts(capture, points, num_blocks)
     return ExplorerRun(config, num_blocks, capture, alpha_floor, source)
