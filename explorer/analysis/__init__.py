@@ -5,6 +5,7 @@ from explorer.analysis.explore import (
     POINTS,
     DistributionFacts,
     ExplorerRun,
+    ObserverResult,
     ObserverSummary,
     as_observer_type,
     distribution_facts,
@@ -12,11 +13,14 @@ from explorer.analysis.explore import (
     histogram,
     log2_histogram,
     observer_for,
+    observer_results,
     point_summary,
     quantized_model,
     run_calibration,
     summarize,
 )
+from explorer.analysis.provenance import DataIdentity, ModelIdentity, RunSource
+from explorer.analysis.runfile import RunFileError, load_run, save_run
 
 __all__ = [
     "AccuracyReport",
@@ -31,9 +35,17 @@ __all__ = [
     "error_table",
     "histogram",
     "log2_histogram",
+    "ObserverResult",
     "observer_for",
+    "observer_results",
     "point_summary",
     "quantized_model",
     "run_calibration",
     "summarize",
+    "DataIdentity",
+    "ModelIdentity",
+    "RunSource",
+    "RunFileError",
+    "load_run",
+    "save_run",
 ]

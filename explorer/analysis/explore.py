@@ -8,14 +8,16 @@ Nothing here keeps an activation tensor: everything is read from the points'
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 from torch import Tensor, nn
 
+from explorer.analysis.provenance import RunSource
 from explorer.config import ACTIVATION_POINTS, WEIGHT_POINTS, PointConfig, QuantConfig, module_type_of
 from explorer.observers import Observer, build_observer, observer_label, observer_names
 from explorer.stats import DEFAULT_ALPHA_FLOOR, PointStats, error_from_stats
@@ -40,6 +42,20 @@ class ExplorerRun:
     num_blocks: int
     capture: CaptureResult
     alpha_floor: float = DEFAULT_ALPHA_FLOOR
+    source: RunSource | None = None  # model and data, when known (saved with the run)
+
+    def save(self, path: str | Path) -> Path:
+        """Write the run to one safetensors file (see :mod:`explorer.analysis.runfile`); returns its path."""
+        from explorer.analysis.runfile import save_run  # runfile builds on this module
+
+        return save_run(self, path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> ExplorerRun:
+        """The run saved at ``path``; :class:`~explorer.analysis.runfile.RunFileError` when it is not a readable run."""
+        from explorer.analysis.runfile import load_run
+
+        return load_run(path)
 
     @property
     def points(self) -> list[PointKey]:
@@ -253,16 +269,40 @@ def log2_histogram(stats: PointStats, channel: int = -1, per_octave: int = 4) ->
 
 def error_table(run: ExplorerRun) -> pd.DataFrame:
     """Every point × registered observer: MSE, SQNR, clipped fraction, and which observer wins (least MSE)."""
+
+
+ObserverResult = ObserverSummary | str
+"""What an observer did on a point, or why it failed there."""
+
+
+def observer_results(run: ExplorerRun, key: PointKey) -> dict[str, ObserverResult]:
+    """Each registered observer's summary on ``key`` with the run's config, or why it failed there."""
+    results: dict[str, ObserverResult] = {}
+    for observer_type in observer_names():
+        try:
+            results[observer_type] = point_summary(run, key, run.point_config(observer_type, key))
+        except (ValueError, RuntimeError) as exc:
+            results[observer_type] = str(exc)
+    return results
+
+
+def error_table(
+    run: ExplorerRun, results: Mapping[PointKey, Mapping[str, ObserverResult]] | None = None
+) -> pd.DataFrame:
+    """Every point × registered observer: MSE, SQNR, clipped fraction, and which observer wins (least MSE).
+
+    ``results`` are the :func:`observer_results` of every point when the caller has them already.
+    """
     rows = []
     for key in run.points:
         block, name = key
         row: dict[str, object] = {"block": block, "point": name, "kind": module_type_of(name)}
         best, best_mse = None, float("inf")
+        point_results = observer_results(run, key) if results is None else results[key]
         for observer_type in observer_names():
             label = observer_label(observer_type)
-            try:
-                s = point_summary(run, key, run.point_config(observer_type, key))
-            except (ValueError, RuntimeError):
+            s = point_results[observer_type]
+            if not isinstance(s, ObserverSummary):
                 row[f"{label} MSE"] = row[f"{label} SQNR dB"] = row[f"{label} clipped %"] = float("nan")
                 continue
             row[f"{label} MSE"], row[f"{label} SQNR dB"], row[f"{label} clipped %"] = (

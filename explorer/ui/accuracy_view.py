@@ -11,6 +11,9 @@ from explorer.ui.session import Loaded, accuracy
 def accuracy_tab(loaded: Loaded, config: QuantConfig) -> None:
     """Evaluate (cached per run and config) and show top-1, agreement and logit SQNR."""
     st.markdown("##### FP32 vs quantized with the tuned config")
+    if loaded.model is None or loaded.holdout is None:
+        st.warning(f"Accuracy needs {loaded.needs}. Every other tab works from the calibration file alone.")
+        return
     try:
         report = accuracy(loaded, loaded.settings.run_id, dump_config(config), config)
     except (ConfigError, ValueError, TypeError, RuntimeError) as exc:

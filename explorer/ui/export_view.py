@@ -1,4 +1,5 @@
-"""The Export tab: the tuned config as YAML, checked by loading it back, and offered as a download."""
+"""The Export tab: the tuned config as YAML, checked by loading it back, and offered as a download,
+with the quantization parameters it gives (JSON or safetensors) next to it."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ import warnings
 import pandas as pd
 import streamlit as st
 
+from explorer.analysis import ExplorerRun
+from explorer.analysis.export import parameters_json, parameters_safetensors
 from explorer.config import ConfigError, ConfigWarning, QuantConfig, changed_points, dump_config, load_config
+from explorer.ui.session import Loaded
 
 
 def _shown(value: object) -> str:
@@ -28,8 +32,33 @@ def changes_table(base: QuantConfig, tuned: QuantConfig, num_blocks: int) -> pd.
     return pd.DataFrame(rows, columns=["block", "point", "changes"])
 
 
-def export_tab(base: QuantConfig, tuned: QuantConfig, num_blocks: int) -> None:
-    """Show, validate and offer the tuned config."""
+@st.cache_data(max_entries=4, show_spinner="Fitting the tuned config on every point…")
+def parameter_files(_run: ExplorerRun, run_id: str, config_yaml: str, _config: QuantConfig) -> tuple[str, bytes]:
+    """The tuned config's parameters for every point, as JSON text and safetensors bytes (cached per run and config)."""
+    return parameters_json(_run, _config), parameters_safetensors(_run, _config)
+
+
+def parameter_downloads(loaded: Loaded, tuned: QuantConfig, text: str) -> None:
+    """On request, the tuned config's quantization parameters (what ``observer-explorer export`` writes)."""
+    if not st.checkbox("Quantization parameters too (scales, zero points, clip ranges)", key="export_params"):
+        return
+    as_json, as_safetensors = parameter_files(loaded.run, loaded.settings.run_id, text, tuned)
+    json_col, tensors_col = st.columns(2)
+    json_col.download_button(
+        "Download parameters (JSON)", as_json, file_name="params.json", mime="application/json", key="download_json"
+    )
+    tensors_col.download_button(
+        "Download parameters (safetensors)",
+        as_safetensors,
+        file_name="params.safetensors",
+        mime="application/octet-stream",
+        key="download_safetensors",
+    )
+
+
+def export_tab(loaded: Loaded, tuned: QuantConfig) -> None:
+    """Show, validate and offer the tuned config, and its quantization parameters."""
+    base, num_blocks = loaded.settings.config, loaded.run.num_blocks
     text = dump_config(tuned)
     try:
         with warnings.catch_warnings():  # the tuned config's warnings are shown below, and were logged once
@@ -47,6 +76,7 @@ def export_tab(base: QuantConfig, tuned: QuantConfig, num_blocks: int) -> None:
     st.download_button(
         "Download YAML", text, file_name="tuned_config.yaml", mime="application/x-yaml", key="download", type="primary"
     )
+    parameter_downloads(loaded, tuned, text)
     code_col, diff_col = st.columns([3, 2], gap="large")
     with code_col:
         st.code(text, language="yaml")

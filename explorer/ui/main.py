@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from explorer.analysis import POINTS
+from explorer.analysis import POINTS, RunFileError
 from explorer.config import ConfigError
 from explorer.data import DataLoadError, ModelLoadError
 from explorer.ui.accuracy_view import accuracy_tab
@@ -17,6 +17,7 @@ from explorer.ui.compare_view import compare_tab
 from explorer.ui.explain import POINT_DESCRIPTIONS
 from explorer.ui.export_view import export_tab
 from explorer.ui.layer_view import layer_tab
+from explorer.ui.runfile_source import RunFileSource, open_run_file
 from explorer.ui.session import Loaded, calibrate
 from explorer.ui.sidebar import SidebarResult, sidebar
 from explorer.ui.sources import Settings, model_summary
@@ -73,9 +74,28 @@ def _adopt(loaded: Loaded) -> None:
     st.session_state[LOADED] = loaded
 
 
+def _open_file(source: RunFileSource, device: str, loaded: Loaded | None) -> Loaded | None:
+    """The run saved in ``source`` made current; on failure say why and keep the last good run."""
+    if not source.given:
+        st.info("Upload a calibration file (saved by `observer-explorer calibrate`) or enter its path.")
+        return loaded
+    try:
+        opened = open_run_file(repr(source), device, source)
+    except (RunFileError, OSError) as exc:
+        kept = " The last good calibration is still shown." if loaded is not None else ""
+        st.error(f"Could not open the calibration file — {exc}.{kept}")
+        return loaded
+    if opened is not loaded:
+        _adopt(opened)
+    return opened
+
+
 def current_run(request: SidebarResult) -> Loaded | None:
-    """The calibration to show: calibrate on first load and on "Calibrate", keep the last good one."""
+    """The calibration to show: a run file when one is chosen; else calibrate on first load and on
+    "Calibrate". The last good one is kept."""
     loaded: Loaded | None = st.session_state.get(LOADED)
+    if request.run_file is not None:
+        return _open_file(request.run_file, request.device, loaded)
     failed = st.session_state.get(FAILED)
     wanted = request.settings
     first_try = loaded is None and (failed is None or failed[0] != wanted)
@@ -97,11 +117,19 @@ def header(loaded: Loaded, wanted: Settings | None) -> None:
     """One line saying what is calibrated, plus notices about failed observers and pending settings."""
     s, run = loaded.settings, loaded.run
     batches = run.batches
-    st.markdown(
-        f"**Model** {s.model.describe()} — {model_summary(loaded.model)} · **Data** {s.data.describe()}: "
-        f"{batches} batch(es), {loaded.images_used} images · **Calibrated** in {loaded.seconds:.1f} s on "
-        f"{s.device} · **Config** {s.config_name}"
-    )
+    if loaded.file:
+        origin = run.source
+        st.markdown(
+            f"**Calibration file** {loaded.file} · **Model** {origin.model.describe() if origin else 'not recorded'}"
+            f" · **Data** {origin.data.description if origin else 'not recorded'}: {batches} batch(es), "
+            f"{loaded.images_used} images · {run.num_blocks} blocks"
+        )
+    else:
+        st.markdown(
+            f"**Model** {s.model.describe()} — {model_summary(loaded.model)} · **Data** {s.data.describe()}: "
+            f"{batches} batch(es), {loaded.images_used} images · **Calibrated** in {loaded.seconds:.1f} s on "
+            f"{s.device} · **Config** {s.config_name}"
+        )
     failures = run.capture.errors
     if failures:
         with st.expander(f"⚠️ {len(failures)} point(s) have no statistics: their data was refused"):
@@ -156,4 +184,4 @@ def main() -> None:
             accuracy_tab(loaded, st.session_state[TUNED])
     if export.open:
         with export:
-            export_tab(loaded.settings.config, st.session_state[TUNED], loaded.run.num_blocks)
+            export_tab(loaded, st.session_state[TUNED])

@@ -26,11 +26,13 @@ from torch import nn
 from explorer.analysis import (
     DistributionFacts,
     ExplorerRun,
+    ObserverResult,
     ObserverSummary,
     distribution_facts,
     error_table,
     histogram,
     log2_histogram,
+    observer_results,
     point_summary,
     quantized_model,
     run_calibration,
@@ -38,7 +40,6 @@ from explorer.analysis import (
 from explorer.analysis.evaluation import AccuracyReport, evaluate_quantized
 from explorer.config import PointConfig, QuantConfig
 from explorer.data import batched, calibration_bounds, model_input_config
-from explorer.observers import observer_names
 from explorer.ui.sources import Holdout, ModelSource, Settings, holdout_images, load_images, load_model
 
 RUN_STORE_SIZE = 2
@@ -47,14 +48,19 @@ HISTOGRAM_BINS = 200
 
 @dataclass(frozen=True)
 class Loaded:
-    """A finished calibration: its settings, the model, the run, its duration and the accuracy images."""
+    """A finished calibration: its settings, the model, the run, its duration and the accuracy images.
+
+    A run opened from a file (``file``) may lack the model and images; ``needs`` then says what is missing.
+    """
 
     settings: Settings
-    model: nn.Module
+    model: nn.Module | None
     run: ExplorerRun
-    seconds: float
+    seconds: float  # calibrating, or opening the file
     images_used: int
-    holdout: Holdout
+    holdout: Holdout | None
+    file: str = ""
+    needs: str = ""
 
 
 class RunStore:
@@ -122,21 +128,10 @@ def calibrate(settings: Settings, progress: Callable[[int, int], None]) -> Loade
     return loaded
 
 
-ObserverResult = ObserverSummary | str
-"""What an observer did on a point, or why it failed there."""
-
-
 @st.cache_data(max_entries=64, show_spinner=False)
 def calibrated_summaries(_run: ExplorerRun, run_id: str, block: int, point: str) -> dict[str, ObserverResult]:
     """Each observer type's summary on one point with the run's config (or why it failed)."""
-    key = (block, point)
-    results: dict[str, ObserverResult] = {}
-    for observer_type in observer_names():
-        try:
-            results[observer_type] = point_summary(_run, key, _run.point_config(observer_type, key))
-        except (ValueError, RuntimeError) as exc:
-            results[observer_type] = str(exc)
-    return results
+    return observer_results(_run, (block, point))
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
@@ -176,6 +171,8 @@ def cached_error_table(_run: ExplorerRun, run_id: str) -> pd.DataFrame:
 @st.cache_data(max_entries=16, show_spinner="Evaluating FP32 and quantized models…")
 def accuracy(_loaded: Loaded, run_id: str, config_yaml: str, _config: QuantConfig) -> AccuracyReport:
     """FP32 vs ``_config``-quantized model on the run's held-out images (``config_yaml`` is its cache key)."""
+    if _loaded.model is None or _loaded.holdout is None:
+        raise ValueError(f"accuracy needs {_loaded.needs}")
     qvit = quantized_model(_loaded.model, _loaded.run, _config)
     return evaluate_quantized(qvit, _loaded.holdout.images, _loaded.holdout.labels)
 

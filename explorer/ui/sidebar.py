@@ -24,6 +24,7 @@ from explorer.data.models import (
     calibration_bounds,
 )
 from explorer.stats import DEFAULT_ALPHA_FLOOR
+from explorer.ui.runfile_source import RUN_FILE_EXTENSIONS, RunFileSource
 from explorer.ui.serving import PATHS_DISABLED, path_policy
 from explorer.ui.sources import DataSource, ModelSource, Settings, Upload, available_devices
 
@@ -204,12 +205,33 @@ class SidebarResult:
 
     settings: Settings | None
     calibrate: bool
+    run_file: RunFileSource | None = None  # open this saved run instead of calibrating
+    device: str = "cpu"
+
+
+STARTS = {"calibrate": "Calibrate here", "file": "Calibration file"}
+
+
+def run_file_sidebar() -> SidebarResult:
+    """Widgets of the "Calibration file" source: a run file by upload or path, and the device for accuracy."""
+    upload = _upload(
+        "run_upload",
+        "Run file upload",
+        list(RUN_FILE_EXTENSIONS),
+        "A run saved by `observer-explorer calibrate` (or torchrun).",
+    )
+    path = _path_input("…or run file path", "run_path", upload is not None)
+    device = st.selectbox("Device (for accuracy)", available_devices(), key="device")
+    return SidebarResult(None, False, RunFileSource(path, upload), device)
 
 
 def sidebar() -> SidebarResult:
     """Draw the sidebar; invalid inputs are reported in place with the library's message."""
     with st.sidebar:
         st.header("Setup")
+        start = st.radio("Start from", list(STARTS), format_func=STARTS.__getitem__, key="start_from", horizontal=True)
+        if start == "file":
+            return run_file_sidebar()
         model = model_source()
         data = data_source()
         num_batches, batch_size, sizes_ok = batch_inputs(
@@ -238,4 +260,4 @@ def sidebar() -> SidebarResult:
             if sizes_ok:
                 settings = Settings(model, data, num_batches, batch_size, device, config, config_name, alpha_floor)
         clicked = st.button("Calibrate", type="primary", key="calibrate", width="stretch")
-    return SidebarResult(settings, clicked)
+    return SidebarResult(settings, clicked, device=device)

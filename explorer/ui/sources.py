@@ -125,7 +125,7 @@ def _as_file(upload: Upload) -> Iterator[Path]:
         yield path
 
 
-def _from_upload(upload: Upload, load: Callable[[Path], T], error: type[Exception]) -> T:
+def from_upload(upload: Upload, load: Callable[[Path], T], error: type[Exception]) -> T:
     """``load`` applied to the upload's temporary file; errors name the upload, not the temp folder."""
     with _as_file(upload) as path:
         try:
@@ -151,7 +151,7 @@ def load_model(source: ModelSource, device: str) -> nn.Module:
     elif source.kind == "checkpoint":
         arch = source.name.strip() or DEMO_ARCH
         if source.upload is not None:
-            model = _from_upload(source.upload, lambda p: load_checkpoint(p, arch), ModelLoadError)
+            model = from_upload(source.upload, lambda p: load_checkpoint(p, arch), ModelLoadError)
         else:
             path = server_path(source.path, ModelLoadError, "upload a checkpoint file or enter its path")
             model = load_checkpoint(path, arch)
@@ -190,7 +190,7 @@ def load_images(source: DataSource, input_config: InputConfig, calibration_image
         return load_uploaded_images([(u.name, u.data) for u in source.uploads], size, mean, std, max_images=limit)
     if source.kind == "tensor":
         if source.uploads:
-            return _from_upload(source.uploads[0], lambda p: load_tensor_file(p, size, limit), DataLoadError)
+            return from_upload(source.uploads[0], lambda p: load_tensor_file(p, size, limit), DataLoadError)
         path = server_path(source.path, DataLoadError, "upload a tensor file or enter its path")
         return load_tensor_file(path, size, limit)
     return _demo_for(input_config, "train", calibration_images)[0]
