@@ -267,10 +267,6 @@ def log2_histogram(stats: PointStats, channel: int = -1, per_octave: int = 4) ->
     return edges.numpy(), binned.numpy()
 
 
-def error_table(run: ExplorerRun) -> pd.DataFrame:
-    """Every point × registered observer: MSE, SQNR, clipped fraction, and which observer wins (least MSE)."""
-
-
 ObserverResult = ObserverSummary | str
 """What an observer did on a point, or why it failed there."""
 
