@@ -44,9 +44,9 @@ KL_MAX_BINS = 65_536
 """Largest ``kl_bins`` a config may ask for."""
 STATS_POINT_HALF_BINS = 1 << 15
 """Bins per side of a point's whole-point histogram (fixed: the range only widens the bins)."""
-STATS_CHANNEL_BIN_BUDGET = 1 << 19
-"""Bins of a point's per-channel histograms together (int64: 4 MiB), within the bounds below."""
-STATS_CHANNEL_HALF_BINS = (128, 1 << 15)
+STATS_CHANNEL_BIN_BUDGET = 1 << 18
+"""Bins of a point's per-channel histograms together (int64: 2 MiB), within the bounds below."""
+STATS_CHANNEL_HALF_BINS = (128, 1 << 13)
 """Fewest and most bins per side of one channel's histogram."""
 STATS_RAW_VALUES = 262_144
 """A point's raw values are kept (for exact errors) while it has seen at most this many."""
