@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import copy
-
 import pytest
 import torch
 from timm.models.vision_transformer import VisionTransformer
-from torch import Tensor, nn
+from torch import Tensor
 
 from explorer.analysis import ExplorerRun, evaluate_quantized, quantized_model, run_calibration
 from explorer.analysis.recommend import (
@@ -20,15 +18,6 @@ from explorer.analysis.recommend import (
 )
 from explorer.config import QuantConfig, load_config
 from explorer.observers import observer_names
-
-
-@pytest.fixture(scope="module")
-def one_block(demo_model: VisionTransformer) -> VisionTransformer:
-    """The demo model cut to its first block: eight points, so a whole recommendation stays quick."""
-    model = copy.copy(demo_model)
-    model._modules = dict(demo_model._modules)
-    model.blocks = nn.Sequential(demo_model.blocks[0])
-    return model
 
 
 @pytest.fixture(scope="module")
