@@ -13,6 +13,7 @@ from explorer.analysis import DistributionFacts, ObserverSummary
 from explorer.charts import ClipRange, channel_range_figure, channel_scale_figure, histogram_figure
 from explorer.config import ConfigError, PointConfig
 from explorer.observers import observer_label
+from explorer.ui.convergence_view import convergence_chart
 from explorer.ui.explain import explain_facts
 from explorer.ui.session import (
     Loaded,
@@ -158,6 +159,7 @@ def layer_tab(loaded: Loaded, block: int, name: str) -> None:
                 "pick a channel to see its own ranges."
             )
         tuned_metrics(results, draft)
+        convergence_chart(loaded, block, name)
     show_failures(results, block, name)
     st.markdown("##### Observers on this point")
     st.dataframe(
