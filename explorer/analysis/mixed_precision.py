@@ -128,11 +128,14 @@ def search_mixed_precision(
     progress: Progress | None = None,
 ) -> MixedPrecision:
     """The assignment (see the module docstring) with every assignment evaluated on the way."""
-    if not choices or average_bits_budget < min(choices):
+    if not choices:
+        raise ValueError("no bit widths to choose from; give at least one, e.g. (4, 6, 8)")
+    if average_bits_budget < min(choices):
         raise ValueError(f"an average of {average_bits_budget} bits is below the narrowest choice {min(choices)}")
     points = run.points
     qvit = QuantViT(model, config)
-    elements = point_elements(qvit, eval_batches[0])
+    scorer = ModelScorer(qvit, eval_batches)
+    elements = point_elements(qvit, scorer.batches[0])
     observers: dict[tuple[PointKey, int], Observer] = {}
     for key in points:
         point = config.point(key[1], key[0])
@@ -143,7 +146,6 @@ def search_mixed_precision(
     for (block, name), observer in ((k, observers[k, max(choices)]) for k in points):
         qvit.set_observer(block, name, observer)
     qvit.compute_quant_params()
-    scorer = ModelScorer(qvit, eval_batches)
     scorer.set_float(points)
     float_inputs = scorer.block_inputs()
     total = len(points) * len(choices) + EVALUATED_STEPS + len(choices) + 2

@@ -17,6 +17,7 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
+from explorer.analysis.evaluation import _device_of
 from explorer.analysis.explore import ExplorerRun, quantized_model
 from explorer.config import QuantConfig
 from explorer.quant_ops import sqnr_db
@@ -46,13 +47,15 @@ class _Replay(nn.Module):
 
 
 class ModelScorer:
-    """Scores configurations of one :class:`QuantViT` (parameters computed) on fixed evaluation batches."""
+    """Scores configurations of one :class:`QuantViT` (parameters computed) on fixed evaluation batches
+    (moved to the model's device)."""
 
     def __init__(self, qvit: QuantViT, batches: Sequence[Tensor]) -> None:
         if not batches:
             raise ValueError("no evaluation batches; give at least one batch of images")
         self.qvit = qvit
-        self.batches = list(batches)
+        device = _device_of(qvit)
+        self.batches = [batch.to(device) for batch in batches]
         self.qvit.mode = "fp32"
         self.reference = self.logits()
 
