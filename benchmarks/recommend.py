@@ -44,10 +44,11 @@ UNIFORM = {"MinMax": "minmax", "Percentile": "percentile", "OMSE": "omse", "KL":
 SENSITIVITY_TARGET_S, RECOMMEND_TARGET_S, VIT_TINY_TARGET_S = 20.0, 60.0, 180.0
 
 
-def _config(name: str) -> QuantConfig:
-    with warnings.catch_warnings():  # the guide's own configs warn about intSoft; that is the point
+def _config(name: str | None = None) -> QuantConfig:
+    """A config of ``configs/`` (None: the built-in defaults), its intSoft warnings silenced: they are the point."""
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConfigWarning)
-        return load_config(CONFIGS / name)
+        return QuantConfig() if name is None else load_config(CONFIGS / name)
 
 
 def _row(label: str, report: AccuracyReport) -> str:
@@ -66,7 +67,7 @@ def vit_tiny_seconds() -> float:
     model = timm.create_model("vit_tiny_patch16_224", pretrained=False).eval()
     calib = [torch.randn(8, 3, 224, 224)]
     evaluation = list(torch.randn(64, 3, 224, 224).split(16))
-    config = QuantConfig()
+    config = _config()
     run = run_calibration(model, calib, config)
     start = time.perf_counter()
     sensitivity(model, run, config, evaluation)
@@ -83,7 +84,7 @@ def main() -> None:
     calib = demo_batches("train", 32, 4)
     selection = demo_batches("train", 64, 6)[4:]  # train digits 256-383: not calibration, not test
     images, labels = demo_split("test")
-    run = run_calibration(model, calib, QuantConfig())
+    run = run_calibration(model, calib, _config())
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f}; "
         f"demo ViT, calibration {len(calib)} × 32, selection {sum(len(b) for b in selection)} train digits, "
@@ -94,7 +95,7 @@ def main() -> None:
         return evaluate_quantized(quantized_model(model, run, config), images, labels)
 
     print("| config | top-1 % | agreement % | logit SQNR dB |\n|---|---:|---:|---:|")
-    print(f"| FP32 | {test(QuantConfig()).fp32_top1:.2f} | 100.00 | — |")
+    print(f"| FP32 | {test(_config()).fp32_top1:.2f} | 100.00 | — |")
     uniform4 = {label: test(with_bits(_config(f"quant_config_{f}.yaml"), 4)) for label, f in UNIFORM.items()}
     for label, report in uniform4.items():
         print(_row(f"4-bit uniform {label}", report))
