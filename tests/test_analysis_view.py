@@ -9,9 +9,11 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from explorer.analysis import ExplorerRun
+from explorer.analysis.mixed_precision import MixedPrecision, assign_bits
 from explorer.analysis.recommend import Recommendation, config_of
 from explorer.analysis.sensitivity import Score
 from explorer.charts import pareto_figure, pareto_front, sensitivity_figure
+from explorer.config import QuantConfig
 from explorer.ui import analysis_view
 
 APP = Path(__file__).resolve().parents[1] / "app.py"
@@ -65,6 +67,28 @@ def test_recommend_tab_compares_and_applies(monkeypatch: pytest.MonkeyPatch) -> 
     assert not at.exception, at.exception
     assert 0 in at.session_state["tuned"].blocks
     assert any("Applied the recommendation" in s.value for s in at.success)
+
+
+def test_mixed_precision_section_plots_and_applies(monkeypatch: pytest.MonkeyPatch) -> None:
+    def fake_search(
+        model: object, run: ExplorerRun, config: QuantConfig, *args: object, **kwargs: object
+    ) -> MixedPrecision:
+        """Two assignments, the narrower chosen: the plot, table and apply are what is tested."""
+        bits = dict.fromkeys(run.points, 6)
+        tried = pd.DataFrame(
+            {"label": ["a", "b"], "average_bits": [8.0, 6.0], "sqnr_db": [30.0, 20.0], "agreement": [1.0, 0.99]}
+        )
+        tried["chosen"] = [False, True]
+        return MixedPrecision(assign_bits(config, bits), bits, tried)
+
+    monkeypatch.setattr(analysis_view, "search_mixed_precision", fake_search)
+    at = open_tab("Recommend")
+    at.button(key="mp_run").click().run()
+    assert not at.exception, at.exception
+    assert len(at.get("plotly_chart")) == 1
+    at.button(key="mp_apply").click().run()
+    assert at.session_state["tuned"].point("mlp_act", 2).bit_type.bits == 6
+    assert any("Applied the mixed-precision assignment" in s.value for s in at.success)
 
 
 def test_sensitivity_figure_puts_the_most_harmful_first() -> None:

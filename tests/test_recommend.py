@@ -46,6 +46,7 @@ def test_candidates_respect_floor_bits_and_sign(run: ExplorerRun) -> None:
     assert alphas == {a for a in GUIDE_ALPHAS if a >= 0.999}
     assert {p.calibration_mode for p in softmax} == {"layer_wise", "channel_wise"}
     assert not any(p.observer_type == "KLObserver" and p.symmetric is False for p in signed_data)
+    assert {p.bit_type.bits for p in candidate_points(run, (0, "mlp_fc1"))} == {8}  # no bits: the config's
 
 
 def test_ranked_by_mse_and_shortlist_differs_in_observer(run: ExplorerRun) -> None:
