@@ -89,7 +89,7 @@ def test_default_run_shows_the_calibrated_demo() -> None:
     assert list(table["observer"][:4]) == ["MinMax", "Percentile", "OMSE", "KL"]
     assert table["observer"][4].startswith("Tuned")
     assert np.isfinite(table["SQNR dB"]).all()
-    assert len(at.get("plotly_chart")) == 3  # histogram, per-channel ranges, per-channel scales
+    assert len(at.get("plotly_chart")) == 4  # histogram, convergence, per-channel ranges, per-channel scales
     alpha = at.number_input(key="tune_percentile_alpha")
     assert alpha.value == pytest.approx(0.999)  # recommended config: mlp_act alpha 0.999
     assert alpha.proto.format == "%.5f"  # shown as 0.99900, never "1.00"

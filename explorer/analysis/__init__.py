@@ -1,5 +1,7 @@
-"""Analysis without UI: the explorer's calibration runs, refits, summaries and accuracy."""
+"""Analysis without UI: the explorer's calibration runs, refits, summaries and accuracy, and what to
+use: sensitivity per point, a recommended config, mixed precision and calibration convergence."""
 
+from explorer.analysis.convergence import convergence
 from explorer.analysis.evaluation import AccuracyReport, calibrate_and_evaluate, evaluate_quantized
 from explorer.analysis.explore import (
     POINTS,
@@ -19,8 +21,11 @@ from explorer.analysis.explore import (
     run_calibration,
     summarize,
 )
+from explorer.analysis.mixed_precision import mixed_precision, search_mixed_precision
 from explorer.analysis.provenance import DataIdentity, ModelIdentity, RunSource
+from explorer.analysis.recommend import recommend, recommend_config
 from explorer.analysis.runfile import RunFileError, load_run, save_run
+from explorer.analysis.sensitivity import sensitivity
 
 __all__ = [
     "AccuracyReport",
@@ -48,4 +53,10 @@ __all__ = [
     "RunFileError",
     "load_run",
     "save_run",
+    "sensitivity",
+    "recommend",
+    "recommend_config",
+    "mixed_precision",
+    "search_mixed_precision",
+    "convergence",
 ]

@@ -100,9 +100,9 @@ def heat_values(table: pd.DataFrame, metric: str) -> np.ndarray:
     return values
 
 
-def _open_in_layer() -> None:
-    """Callback: select the point picked in ``cmp_pick`` and switch to the Layer tab."""
-    block, point = st.session_state["cmp_pick"].split(" · ")
+def open_in_layer(pick_key: str = "cmp_pick") -> None:
+    """Callback: select the point picked (``"block · point"``) in widget ``pick_key`` and switch to the Layer tab."""
+    block, point = st.session_state[pick_key].split(" · ")
     st.session_state["sel_block"] = int(block)
     st.session_state["sel_point"] = point
     st.session_state["view"] = "Layer"
@@ -127,7 +127,7 @@ def all_points(loaded: Loaded) -> None:
         by_kind = table.groupby("kind")["winner"].agg(lambda w: w.value_counts().idxmax())
         st.markdown("\n".join(f"- most often best on **{kind}** points: {best}" for kind, best in by_kind.items()))
         st.selectbox("Inspect a point", rows, key="cmp_pick")
-        st.button("Open in the Layer tab", key="cmp_open", on_click=_open_in_layer)
+        st.button("Open in the Layer tab", key="cmp_open", on_click=open_in_layer)
     formats = {"MSE": "%.3e", "SQNR dB": "%.2f", "clipped %": "%.4f"}
     st.dataframe(
         table,

@@ -15,6 +15,7 @@ from explorer.charts import ClipRange, channel_range_figure, channel_scale_figur
 from explorer.config import ConfigError, PointConfig
 from explorer.observers import observer_label
 from explorer.quant_ops import log_levels
+from explorer.ui.convergence_view import convergence_chart
 from explorer.ui.explain import explain_facts
 from explorer.ui.session import (
     Loaded,
@@ -194,6 +195,7 @@ def layer_tab(loaded: Loaded, block: int, name: str) -> None:
                 "pick a channel to see its own ranges."
             )
         tuned_metrics(results, draft)
+        convergence_chart(loaded, block, name)
     show_failures(results, block, name)
     st.markdown("##### Observers on this point")
     st.dataframe(

@@ -1,5 +1,5 @@
 """The app's page: sidebar, calibration (automatic on first load, then on "Calibrate"), header,
-point selector and the Layer / Compare / Accuracy / Export tabs.
+point selector and the Layer / Compare / Sensitivity / Recommend / Accuracy / Export tabs.
 
 A failed calibration (bad model, data or config) is reported and changes nothing: the last good
 model, run and tuned config stay on screen.
@@ -13,6 +13,7 @@ from explorer.analysis import POINTS, RunFileError
 from explorer.config import ConfigError
 from explorer.data import DataLoadError, ModelLoadError
 from explorer.ui.accuracy_view import accuracy_tab
+from explorer.ui.analysis_view import recommend_tab, sensitivity_tab
 from explorer.ui.compare_view import compare_tab
 from explorer.ui.explain import POINT_DESCRIPTIONS
 from explorer.ui.export_view import export_tab
@@ -29,7 +30,7 @@ FAILED = "calibration_error"
 """Session-state key of the last failed calibration, as ``(settings, message)``."""
 DEFAULT_POINT = "mlp_act"
 """The point shown first: the GELU output, where activation outliers typically live."""
-TABS = ("Layer", "Compare", "Accuracy", "Export")
+TABS = ("Layer", "Compare", "Sensitivity", "Recommend", "Accuracy", "Export")
 CALIBRATION_ERRORS = (
     ModelLoadError,
     DataLoadError,
@@ -172,13 +173,19 @@ def main() -> None:
         return
     header(loaded, request.settings)
     block, point = point_selector(loaded.run.num_blocks)
-    layer, compare, accuracy, export = st.tabs(TABS, key="view", on_change="rerun")
+    layer, compare, sensitive, recommend, accuracy, export = st.tabs(TABS, key="view", on_change="rerun")
     if layer.open:
         with layer:
             layer_tab(loaded, block, point)
     if compare.open:
         with compare:
             compare_tab(loaded, block, point)
+    if sensitive.open:
+        with sensitive:
+            sensitivity_tab(loaded, st.session_state[TUNED])
+    if recommend.open:
+        with recommend:
+            recommend_tab(loaded, st.session_state[TUNED])
     if accuracy.open:
         with accuracy:
             accuracy_tab(loaded, st.session_state[TUNED])

@@ -59,6 +59,8 @@ class QuantTimmVitBlock(nn.Module):
 
     ``block_index`` selects the per-block overrides of the config's ``blocks:`` section.
     ``enable_profiling`` records the time spent in each point's observer.
+    ``float_points`` names points that stay in float in ``'quantized'`` mode (sensitivity analysis:
+    quantize one point only, or all but one).
     """
 
     def __init__(
@@ -80,6 +82,7 @@ class QuantTimmVitBlock(nn.Module):
         }
         self.profile_seconds: dict[str, float] = dict.fromkeys(self.observers, 0.0)
         self.taps: list[Tap] = []
+        self.float_points: set[str] = set()
         self._mode: Mode = "fp32"
         self._qparams: dict[str, tuple[Tensor, Tensor]] | None = None
         self._grids: dict[str, str] = {}
@@ -209,7 +212,8 @@ class QuantTimmVitBlock(nn.Module):
         return mlp.drop2(out)
 
     def _linear(self, point: str, layer: nn.Linear, x: Tensor) -> Tensor:
-        weight = self._quant_weights[point] if self._mode == "quantized" else layer.weight
+        quantized = self._mode == "quantized" and point not in self.float_points
+        weight = self._quant_weights[point] if quantized else layer.weight
         return F.linear(x, weight, layer.bias)
 
     def _point(self, point: str, x: Tensor) -> Tensor:
@@ -218,7 +222,7 @@ class QuantTimmVitBlock(nn.Module):
             tap(point, x)
         if self._mode == "calibration":
             self._observe(point, x)
-        elif self._mode == "quantized":
+        elif self._mode == "quantized" and point not in self.float_points:
             scale, zero_point = self.qparams[point]
             return fake_quantize(x, scale, zero_point, self.observers[point].bit_type, self._grids[point])
         return x

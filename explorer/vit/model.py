@@ -100,6 +100,15 @@ class QuantViT(nn.Module):
         """Use an already-fed observer for one point (e.g. refit from kept tensors)."""
         self.blocks[block].set_observer(point, observer)
 
+    def keep_float(self, points: Iterable[tuple[int, str]]) -> None:
+        """Leave exactly these ``(block, point)`` s in float in ``'quantized'`` mode (none: all quantized)."""
+        chosen = set(points)
+        unknown = chosen - set(self.observers())
+        if unknown:
+            raise KeyError(f"not points of this model: {sorted(unknown)}")
+        for index, block in enumerate(self.blocks):
+            block.float_points = {p for p in block.observers if (index, p) in chosen}
+
     def observers(self) -> dict[tuple[int, str], Observer]:
         """Every observer, keyed by ``(block index, point)``."""
         return {(i, p): obs for i, block in enumerate(self.blocks) for p, obs in block.observers.items()}
