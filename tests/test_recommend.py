@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from timm.models.vision_transformer import VisionTransformer
@@ -12,6 +13,7 @@ from explorer.analysis.recommend import (
     GUIDE_ALPHAS,
     Recommendation,
     candidate_points,
+    config_of,
     ranked_candidates,
     recommend,
     shortlist,
@@ -47,6 +49,19 @@ def test_candidates_respect_floor_bits_and_sign(run: ExplorerRun) -> None:
     assert {p.calibration_mode for p in softmax} == {"layer_wise", "channel_wise"}
     assert not any(p.observer_type == "KLObserver" and p.symmetric is False for p in signed_data)
     assert {p.bit_type.bits for p in candidate_points(run, (0, "mlp_fc1"))} == {8}  # no bits: the config's
+
+
+def test_log_grids_are_candidates_on_the_softmax_only(run: ExplorerRun) -> None:
+    softmax = candidate_points(run, (0, "intSoft"), 4)
+    grids = {p.quantizer for p in softmax}
+    assert grids == {"uniform", "log2", "log_sqrt2"}
+    assert all(not p.bit_type.signed and p.symmetric is None for p in softmax if p.quantizer != "uniform")
+    assert {p.quantizer for p in candidate_points(run, (0, "attn_qkv_output"), 4)} == {"uniform"}
+    assert {p.quantizer for p in candidate_points(run, (0, "attn_qkv"), 4)} == {"uniform"}  # a weight
+    log = [c for c in ranked_candidates(run, (0, "intSoft"), 4) if c.point.quantizer == "log2"]
+    assert log and all(np.isfinite(c.sqnr_db) for c in log)  # scored from the statistics on the log grid
+    entry = config_of({(0, "intSoft"): log[0].point}).point("intSoft", 0)
+    assert entry.quantizer == "log2"  # the exported config keeps the grid
 
 
 def test_ranked_by_mse_and_shortlist_differs_in_observer(run: ExplorerRun) -> None:

@@ -25,6 +25,7 @@ from explorer.config import CALIBRATION_MODES, ConfigError, ConfigWarning, Point
 from explorer.config.schema import module_type_of
 from explorer.observers import Observer, build_observer, observer_label, observer_names, observer_params
 from explorer.observers.registry import symmetric_only
+from explorer.quant_ops import QUANTIZERS
 from explorer.vit import PointKey, QuantViT
 
 GUIDE_ALPHAS: tuple[float, ...] = (0.9, 0.99, 0.999, 0.9995, 0.9999, 0.99999)
@@ -55,13 +56,19 @@ class Candidate:
             parts.append(f"{p.kl_bins} bins")
         if p.symmetric is False:
             parts.append("asymmetric")
+        if p.quantizer != "uniform":
+            parts.append(f"{p.quantizer} grid")
         return " ".join(parts)
+
+
+LOG_GRIDS = tuple(q for q in QUANTIZERS if q != "uniform")
 
 
 def candidate_points(run: ExplorerRun, key: PointKey, bits: int | None = None) -> list[PointConfig]:
     """Every setting worth trying on ``key``: width ``bits`` (else the run config's), signed
     symmetric, and either unsigned (when the data never go below zero) or else signed asymmetric
-    where the observer allows it (on non-negative data the two are the same grid)."""
+    where the observer allows it (on non-negative data the two are the same grid); on a
+    non-negative activation (the softmax) the unsigned ones on the log2 and log√2 grids too."""
     block, name = key
     base = run.config.point(name, block)
     width = bits or base.bit_type.bits
@@ -92,6 +99,9 @@ def candidate_points(run: ExplorerRun, key: PointKey, bits: int | None = None) -
                         )
                     except ConfigError:  # e.g. kl_bins below the levels of a wide bit type
                         continue
+    if non_negative and module_type_of(name) == "activation":  # the softmax: log grids too
+        unsigned = [p for p in points if not p.bit_type.signed and p.symmetric is None]
+        points += [p.replace(quantizer=grid) for p in unsigned for grid in LOG_GRIDS]
     return points
 
 
@@ -160,6 +170,7 @@ def config_of(points: dict[PointKey, PointConfig]) -> QuantConfig:
             "observer_type": point.observer_type,
             "calibration_mode": point.calibration_mode,
             "bit_type": {"bits": point.bit_type.bits, "signed": point.bit_type.signed},
+            **({"quantizer": point.quantizer} if point.quantizer != "uniform" else {}),
             **point.observer_params(),
         }
         data.setdefault(block, {}).setdefault(section_of(name), {})[name] = entry
