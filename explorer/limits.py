@@ -46,7 +46,7 @@ STATS_POINT_HALF_BINS = 1 << 15
 """Bins per side of a point's whole-point histogram (fixed: the range only widens the bins)."""
 STATS_CHANNEL_BIN_BUDGET = 1 << 18
 """Bins of a point's per-channel histograms together (int64: 2 MiB), within the bounds below."""
-STATS_CHANNEL_HALF_BINS = (128, 1 << 13)
+STATS_CHANNEL_HALF_BINS = (128, 1 << 15)
 """Fewest and most bins per side of one channel's histogram."""
 STATS_RAW_VALUES = 262_144
 """A point's raw values are kept (for exact errors) while it has seen at most this many."""
