@@ -52,6 +52,7 @@ def test_app_shows_calibrated_demo_and_compare(browser_page: object, tmp_path: P
         assert "Tuned clip max" in text and "What the data says" in text
         assert "Traceback" not in text
         assert page.locator("[data-testid='stException']").count() == 0  # type: ignore[attr-defined]
+        page.wait_for_selector(".js-plotly-plot", timeout=APP_READY_MS)  # type: ignore[attr-defined]  # charts mount last
         assert page.locator(".js-plotly-plot").count() >= 3  # type: ignore[attr-defined]
         page.screenshot(path=str(tmp_path / "layer.png"), full_page=True)  # type: ignore[attr-defined]
 

@@ -29,7 +29,7 @@ from explorer.observers.base import Observer
 from explorer.observers.params import KL_BINS, ParamSpec, check_observer_params, check_symmetric
 from explorer.observers.registry import register_observer
 from explorer.stats.histogram import SignedHistogram
-from explorer.stats.point_stats import half_bins_for
+from explorer.stats.point_stats import RAW_LIMIT, half_bins_for
 
 if TYPE_CHECKING:
     from explorer.stats.point_stats import StatsView
@@ -82,6 +82,8 @@ class KLObserver(Observer):
         self.kl_bins = kl_bins
         self.stats_hist: SignedHistogram | None = None  # the statistics (sign-magnitude, power-of-two bins)
         self.first_reach: Tensor | None = None  # [C] float64 max |x| of the first batch with a non-zero value
+        self._raw: list[Tensor] | None = []  # values seen, while they fit in RAW_LIMIT (as OMSE keeps them)
+        self._count = 0  # values seen per row
         self.hist: Tensor | None = None  # [C, L] int64 counts of |x| searched last
         self.bin_width: Tensor | None = None  # [C] float64; 0 for a channel of zeros only
         self.num_bins: Tensor | None = None  # [C] int64, bins in use per channel (≤ L)
@@ -101,12 +103,17 @@ class KLObserver(Observer):
             channels, half_bins_for(self.calibration_mode, channels), rows.device
         )
         self.stats_hist = hist.counted(rows, lo, hi)
+        if self._raw is not None:
+            self._raw = self._raw + [rows.clone()] if (self._count + rows.shape[1]) * channels <= RAW_LIMIT else None
+        self._count += rows.shape[1]
         reach = torch.maximum(lo.abs(), hi.abs()).double()
         first = self.first_reach
         self.first_reach = reach if first is None else torch.where(first > 0, first, reach)
 
     def _fit(self, view: StatsView) -> None:
         self.stats_hist = view.hist
+        self._raw = None if view.raw is None else [view.raw]
+        self._count = view.count
         reaches = torch.stack(
             [torch.maximum(t[:, 0].abs(), b[:, 0].abs()) for t, b in zip(view.ends.top, view.ends.bottom, strict=True)]
         ).double()  # [B, C]
@@ -123,7 +130,8 @@ class KLObserver(Observer):
         reach = torch.maximum(self.data_min.abs(), self.data_max.abs()).double().to(counts.device)
         # NVIDIA's grid: first max / kl_bins, extended; merged by powers of two past the growth limit.
         nvidia_width = self.first_reach.to(counts.device) / self.kl_bins
-        nvidia = (nvidia_width > 0) & (width * _FINER_BY <= nvidia_width)
+        # Raw values (small points) give NVIDIA's counts exactly; else the statistics must be fine enough.
+        nvidia = (nvidia_width > 0) & ((width * _FINER_BY <= nvidia_width) | (self._raw is not None))
         safe = torch.where(nvidia, nvidia_width, torch.ones_like(nvidia_width))
         needed = torch.ceil(reach / safe - 1e-9).clamp_min(1)
         growth = torch.exp2(torch.ceil(torch.log2((needed / (_GROWTH_LIMIT * self.kl_bins)).clamp_min(1.0))))
@@ -137,8 +145,11 @@ class KLObserver(Observer):
         self.bin_width = torch.where(
             used > 0, torch.where(nvidia, nvidia_width, width * torch.exp2(shift.double())), torch.zeros_like(width)
         )
-        # Counts below each search edge, read off the statistics' cumulative counts (linear inside a bin).
         keep = max(int(self.num_bins.max()), self.bit_type.levels)
+        if self._raw is not None:
+            self.hist = self._raw_histogram(keep)
+            return
+        # Counts below each search edge, read off the statistics' cumulative counts (linear inside a bin).
         cumulative = torch.nn.functional.pad(counts.double().cumsum(dim=1), (1, 0))  # [C, H + 1]
         edges = torch.arange(keep + 1, device=counts.device, dtype=torch.float64) * self.bin_width.unsqueeze(1)
         position = (edges / width.unsqueeze(1)).clamp(0, length)
@@ -149,6 +160,16 @@ class KLObserver(Observer):
         below_edge = torch.where(past_end, cumulative[:, -1:], below_edge)
         self.hist = torch.diff(below_edge, dim=1)
         self.hist[self.hist < 1e-9] = 0.0  # rounding residue is no count
+
+    def _raw_histogram(self, keep: int) -> Tensor:
+        """NVIDIA's counts of the kept raw values on the search grid (last bin in use takes the rest)."""
+        assert self._raw is not None and self.bin_width is not None and self.num_bins is not None
+        magnitude = torch.cat(self._raw, dim=1).abs().double()
+        width = torch.where(self.bin_width > 0, self.bin_width, torch.ones_like(self.bin_width)).unsqueeze(1)
+        index = torch.minimum(torch.floor(magnitude / width).long(), (self.num_bins - 1).unsqueeze(1))
+        return torch.zeros(index.shape[0], keep, dtype=torch.float64, device=index.device).scatter_add_(
+            1, index, torch.ones_like(magnitude)
+        )
 
     # ----- search -----------------------------------------------------------------------
     def _clip_range(self) -> tuple[Tensor, Tensor]:
