@@ -29,7 +29,7 @@ from explorer.observers.base import Observer
 from explorer.observers.params import KL_BINS, ParamSpec, check_observer_params, check_symmetric
 from explorer.observers.registry import register_observer
 from explorer.stats.histogram import SignedHistogram
-from explorer.stats.point_stats import RAW_LIMIT, half_bins_for
+from explorer.stats.point_stats import half_bins_for, kept_raw
 
 if TYPE_CHECKING:
     from explorer.stats.point_stats import StatsView
@@ -82,7 +82,7 @@ class KLObserver(Observer):
         self.kl_bins = kl_bins
         self.stats_hist: SignedHistogram | None = None  # the statistics (sign-magnitude, power-of-two bins)
         self.first_reach: Tensor | None = None  # [C] float64 max |x| of the first batch with a non-zero value
-        self._raw: list[Tensor] | None = []  # values seen, while they fit in RAW_LIMIT (as OMSE keeps them)
+        self._raw: list[Tensor] | None = []  # values seen while the point is small (see kept_raw)
         self._count = 0  # values seen per row
         self.hist: Tensor | None = None  # [C, L] int64 counts of |x| searched last
         self.bin_width: Tensor | None = None  # [C] float64; 0 for a channel of zeros only
@@ -103,8 +103,7 @@ class KLObserver(Observer):
             channels, half_bins_for(self.calibration_mode, channels), rows.device
         )
         self.stats_hist = hist.counted(rows, lo, hi)
-        if self._raw is not None:
-            self._raw = self._raw + [rows.clone()] if (self._count + rows.shape[1]) * channels <= RAW_LIMIT else None
+        self._raw = kept_raw(self._raw, rows, self._count)
         self._count += rows.shape[1]
         reach = torch.maximum(lo.abs(), hi.abs()).double()
         first = self.first_reach

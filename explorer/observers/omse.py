@@ -24,7 +24,7 @@ from explorer.observers.registry import register_observer
 from explorer.quant_ops import qparams_from_range
 from explorer.stats.histogram import SignedHistogram
 from explorer.stats.metrics import binned_sse
-from explorer.stats.point_stats import RAW_LIMIT, half_bins_for
+from explorer.stats.point_stats import half_bins_for, kept_raw
 
 if TYPE_CHECKING:
     from explorer.stats.point_stats import StatsView
@@ -59,7 +59,7 @@ class OmseObserver(Observer):
         self.hist: SignedHistogram | None = None
         self.shrink_factors = 1.0 - torch.arange(NUM_CANDIDATES, dtype=torch.float64) / 100.0
         self.candidate_mse: Tensor | None = None  # [C, 100] scores of the last search (NaN: not scored)
-        self._raw: list[Tensor] | None = []  # values seen, while they fit in RAW_LIMIT
+        self._raw: list[Tensor] | None = []  # values seen while the point is small (see kept_raw)
         self._count = 0  # values seen per row
 
     # ----- statistics -------------------------------------------------------------------
@@ -67,8 +67,7 @@ class OmseObserver(Observer):
         channels, n = rows.shape
         hist = self.hist or SignedHistogram.empty(channels, half_bins_for(self.calibration_mode, channels), rows.device)
         self.hist = hist.counted(rows, lo, hi)
-        if self._raw is not None:
-            self._raw = self._raw + [rows.clone()] if (self._count + n) * channels <= RAW_LIMIT else None
+        self._raw = kept_raw(self._raw, rows, self._count)
         self._count += n
 
     def _fit(self, view: StatsView) -> None:

@@ -39,6 +39,15 @@ def channel_half_bins(channels: int) -> int:
     return min(CHANNEL_HALF_BINS_MAX, max(CHANNEL_HALF_BINS_MIN, 1 << (share.bit_length() - 1)))
 
 
+def kept_raw(raw: list[Tensor] | None, rows: Tensor, count: int) -> list[Tensor] | None:
+    """The raw values kept after one more batch ``rows [C, n]`` (``count`` values per row before it):
+    kept while a point has seen at most :data:`RAW_LIMIT` values in all, then never again.
+    One rule for the statistics and the observers, so fitting from one equals feeding the other."""
+    if raw is None or (count + rows.shape[1]) * rows.shape[0] > RAW_LIMIT:
+        return None
+    return [*raw, rows.clone()]
+
+
 def half_bins_for(calibration_mode: str, channels: int) -> int:
     """Bins per side of the histogram behind a layer-wise or channel-wise view."""
     return POINT_HALF_BINS if calibration_mode == "layer_wise" else channel_half_bins(channels)
@@ -209,8 +218,7 @@ class PointStats:
                 torch.maximum(self.max, hi),
                 self.sumsq + sumsq,
             )
-        if self.raw is not None:
-            self.raw = self.raw + [rows.clone()] if (self.count + n) * channels <= RAW_LIMIT else None
+        self.raw = kept_raw(self.raw, rows, self.count)
         self.count += n
         self.ndim = v.dim()
         self.num_batches += 1
