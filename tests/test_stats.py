@@ -236,6 +236,62 @@ def test_histogram_coarsening_is_exact_and_order_free() -> None:
     assert counts.sum(dim=1).tolist() == [5000, 5000, 5000]
 
 
+def numpy_signed_counts(rows: np.ndarray, exponent: np.ndarray, half: int) -> tuple[np.ndarray, np.ndarray]:
+    """Reference: per row, negative and positive values binned by ``floor(|x| / w)`` per side (a
+    negative value on an edge goes one bin down, as ``floor(x / w)`` does), exact zeros apart."""
+    counts = np.zeros((rows.shape[0], 2, half), dtype=np.int64)
+    for r, row in enumerate(rows.astype(np.float64)):
+        for side, values in ((0, row[row < 0]), (1, row[row > 0])):
+            index = np.floor(values / 2.0 ** exponent[r, side]).astype(np.int64)
+            index = -index - 1 if side == 0 else index
+            counts[r, side] = np.bincount(index, minlength=half)
+    return counts, (rows == 0).sum(axis=1)
+
+
+@pytest.mark.parametrize("layout", ["rows", "transposed", "blocks"])
+def test_binned_counts_match_numpy_on_edges_zeros_and_lopsided_rows(layout: str) -> None:
+    """Bin edges, exact (and negative) zeros, rows whose sides have different grids (even beyond
+    float32 range when one side's factor meets the other side's values), in every memory layout."""
+    g = gen(5)
+    x = torch.randn(6, 400, generator=g)
+    x[1] = torch.nn.functional.gelu(x[1] * 3)  # tiny negatives, large positives
+    x[2] = -x[2].abs() * 1e30
+    x[2, :3] = 1e-30  # positive side far finer than the negative side
+    x[3, ::7] = 0.0
+    x[3, 1::7] = -0.0
+    x[4] = torch.round(x[4] * 8) / 8  # values on bin edges
+    x[5] = 0.0
+    lo, hi = x.amin(1), x.amax(1)
+    hist = SignedHistogram.empty(6, 64).grown_for(lo, hi)
+    data = {"rows": x, "transposed": x.t().contiguous().t(), "blocks": x.t().contiguous().view(400, 6, 1)}[layout]
+    counts, zeros = hist.binned(data, lo, hi)
+    expected, expected_zeros = numpy_signed_counts(x.numpy(), hist.exponent.numpy(), 64)
+    assert np.array_equal(counts.numpy(), expected) and np.array_equal(zeros.numpy(), expected_zeros)
+    with pytest.raises(ValueError, match="outside the histogram's grids"):
+        SignedHistogram.empty(6, 64).binned(x, lo, hi)  # grids not grown for the data
+
+
+def test_batch_ends_equal_a_full_sort_on_ties_zeros_and_dead_channels() -> None:
+    """The kept per-batch ends (found by histogram thresholds) == the sorted ends, per channel and
+    over the whole point, on data full of ties, zeros and constant channels."""
+    g = gen(9)
+    x = torch.relu(torch.randn(4, 50, 6, generator=g))
+    x[..., 1] = 0.0  # a dead channel
+    x[..., 2] = torch.round(x[..., 2] * 2) / 2  # ties
+    x[..., 3] = -2.5  # a constant channel
+    x[..., 4] = -x[..., 4]
+    stats = stats_of([x], alpha_floor=0.95)
+    rows = x.reshape(-1, 6).t()
+    k = stats.channel_ends.top[0].shape[1]
+    ordered = torch.sort(rows, dim=1).values
+    assert torch.equal(stats.channel_ends.top[0], ordered[:, -k:].flip(1))
+    assert torch.equal(stats.channel_ends.bottom[0], ordered[:, :k])
+    flat = torch.sort(x.reshape(-1)).values
+    kp = stats.point_ends.top[0].shape[1]
+    assert torch.equal(stats.point_ends.top[0][0], flat[-kp:].flip(0))
+    assert torch.equal(stats.point_ends.bottom[0][0], flat[:kp])
+
+
 def test_subnormal_and_huge_magnitudes_are_counted() -> None:
     x = torch.tensor([[0.0, 1e-40, -1e-39, 1e-38, 3e38, -3e38, 1.0]])
     hist = SignedHistogram.empty(1, 256).counted(x, x.amin(1), x.amax(1))

@@ -29,6 +29,7 @@ from explorer.observers.base import Observer
 from explorer.observers.params import KL_BINS, ParamSpec, check_observer_params, check_symmetric
 from explorer.observers.registry import register_observer
 from explorer.stats.histogram import SignedHistogram
+from explorer.stats.layout import row_blocks
 from explorer.stats.point_stats import half_bins_for, kept_raw
 
 if TYPE_CHECKING:
@@ -103,7 +104,7 @@ class KLObserver(Observer):
             channels, half_bins_for(self.calibration_mode, channels), rows.device
         )
         self.stats_hist = hist.counted(rows, lo, hi)
-        self._raw = kept_raw(self._raw, rows, self._count)
+        self._raw = kept_raw(self._raw, row_blocks(rows), self._count)
         self._count += rows.shape[1]
         reach = torch.maximum(lo.abs(), hi.abs()).double()
         first = self.first_reach

@@ -23,6 +23,7 @@ from explorer.observers.params import ParamSpec
 from explorer.observers.registry import register_observer
 from explorer.quant_ops import qparams_from_range
 from explorer.stats.histogram import SignedHistogram
+from explorer.stats.layout import row_blocks
 from explorer.stats.metrics import binned_sse
 from explorer.stats.point_stats import half_bins_for, kept_raw
 
@@ -67,7 +68,7 @@ class OmseObserver(Observer):
         channels, n = rows.shape
         hist = self.hist or SignedHistogram.empty(channels, half_bins_for(self.calibration_mode, channels), rows.device)
         self.hist = hist.counted(rows, lo, hi)
-        self._raw = kept_raw(self._raw, rows, self._count)
+        self._raw = kept_raw(self._raw, row_blocks(rows), self._count)
         self._count += n
 
     def _fit(self, view: StatsView) -> None:

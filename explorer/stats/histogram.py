@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from explorer.stats.layout import flat_in_memory_order
+from explorer.stats.layout import row_blocks
 
 # The finest bin width is 2**EXP_MIN: scaling by 2**-EXP_MIN stays finite in float32, and any
 # magnitude below it (subnormals) lands in the first bin.
@@ -102,43 +102,70 @@ class SignedHistogram:
         reach = torch.stack([(-lo).clamp_min(0), hi.clamp_min(0)], dim=1)
         return self.with_exponent(torch.maximum(self.exponent, needed_exponent(reach, self.half_bins)))
 
-    def binned(self, rows: Tensor, lo: Tensor, hi: Tensor, zeros: Tensor) -> Tensor:
-        """``[R, 2, H]`` counts of ``rows [R, n]`` alone on this histogram's grids (which must cover
-        them: see :meth:`grown_for`), exact zeros (``zeros [R]``, counted by the caller) left out.
+    def binned(self, values: Tensor, lo: Tensor, hi: Tensor, zeros: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """``(counts [R, 2, H], zeros [R])`` of ``values`` alone on this histogram's grids (which must
+        cover them: see :meth:`grown_for`), exact zeros counted apart: by the caller when ``zeros`` is
+        given, else here (in a bin of their own, in the same pass).
 
-        Few passes over the data: one scale, floor, clamp and offset in float32 (exact while the
-        indices stay below 2**24), one conversion and one ``bincount``.
+        ``values`` is rows ``[R, n]`` or blocks ``[outer, R, inner]``
+        (:func:`~explorer.stats.layout.channel_blocks`); ``lo``/``hi`` are the rows' extremes. Few
+        passes, all in memory order: scale by each row's power-of-two factor, floor and offset in
+        float32 (exact while the indices stay below 2**24), one conversion and one ``bincount``; the
+        rows' totals check that every value fell inside its own row's grid.
         """
+        blocks = values if values.dim() == 3 else row_blocks(values)
         half, count = self.half_bins, self.rows
+        shape = (1, count, 1)
         inverse = torch.ldexp(torch.ones_like(self.exponent, dtype=torch.float32), -self.exponent)  # exact powers of 2
+        neg, pos = inverse[:, 0], inverse[:, 1]
         has_neg, has_pos = lo < 0, hi > 0
         # A row with values on one side only (or the same grid on both) needs one factor for all its values.
-        one_factor = (self.exponent[:, 0] == self.exponent[:, 1]) | ~has_neg | ~has_pos
-        if bool(one_factor.all()):
-            factor = torch.where(has_neg & ~has_pos, inverse[:, 0], inverse[:, 1]).unsqueeze(1)
+        if bool(((self.exponent[:, 0] == self.exponent[:, 1]) | ~has_neg | ~has_pos).all()):
+            index = blocks * torch.where(has_neg & ~has_pos, neg, pos).view(shape)
         else:
-            factor = torch.where(rows < 0, inverse[:, :1], inverse[:, 1:])
-        index = torch.mul(rows, factor).floor_().clamp_(-half, half - 1)  # negative values: -1 .. -H
-        if count * 2 * half < _FLOAT_EXACT:
-            index += (torch.arange(count, device=rows.device, dtype=index.dtype) * (2 * half) + half).unsqueeze(1)
-            flat = flat_in_memory_order(index).long()
+            # Of x * neg and x * pos, the factor of x's own side gives the larger product when the negative
+            # grid is the coarser (neg < pos), the smaller otherwise: a max under the sign ``s`` picks it
+            # (the other product may overflow; the max discards it).
+            s = torch.where(neg < pos, 1.0, -1.0)
+            index = blocks * (s * neg).view(shape)
+            torch.maximum(index, blocks * (s * pos).view(shape), out=index)
+            index.mul_(s.view(shape))
+        index.floor_()  # inside the grid: -H .. H - 1 (negative values: -1 .. -H); each row's bin -H-1 holds its zeros
+        if zeros is None:
+            if bool(((lo <= 0) & (hi >= 0)).any()):
+                index.masked_fill_(blocks == 0, -half - 1)
+            else:
+                zeros = torch.zeros_like(lo, dtype=torch.int64)
+        per_row = 2 * half + 1
+        offset = torch.arange(count, device=blocks.device) * per_row + half + 1
+        if count * per_row < _FLOAT_EXACT:
+            flat = index.add_(offset.to(index.dtype).view(shape)).reshape(-1).int()
         else:
-            flat = index.long()
-            flat += (torch.arange(count, device=rows.device) * (2 * half) + half).unsqueeze(1)
-            flat = flat_in_memory_order(flat)
-        ascending = torch.bincount(flat, minlength=count * 2 * half).view(count, 2 * half)
-        ascending[:, half] -= zeros.to(ascending.dtype)  # zeros fell in the first positive bin; kept apart
-        return torch.stack([ascending[:, :half].flip(1), ascending[:, half:]], dim=1)
+            flat = (index.long() + offset.view(shape)).reshape(-1)
+        outside = ValueError("SignedHistogram.binned: values outside the histogram's grids (see grown_for)")
+        try:
+            ascending = torch.bincount(flat, minlength=count * per_row)
+        except RuntimeError as exc:  # a negative index: below the first row's grid
+            raise outside from exc
+        if ascending.numel() != count * per_row or bool(
+            (ascending.view(count, per_row).sum(dim=1) != flat.numel() // count).any()
+        ):
+            raise outside
+        ascending = ascending.view(count, per_row)
+        if zeros is None:
+            zeros = ascending[:, 0].clone()
+        else:
+            ascending[:, half + 1] -= zeros.to(ascending.dtype)  # zeros fell in the first positive bin
+        return torch.stack([ascending[:, 1 : half + 1].flip(1), ascending[:, half + 1 :]], dim=1), zeros
 
-    def counted(self, rows: Tensor, lo: Tensor, hi: Tensor, zeros: Tensor | None = None) -> SignedHistogram:
-        """This histogram plus the values of ``rows [R, n]`` (float32; ``lo``/``hi`` their row extremes,
-        ``zeros`` their count of exact zeros if known).
+    def counted(self, values: Tensor, lo: Tensor, hi: Tensor) -> SignedHistogram:
+        """This histogram plus ``values`` (float32 rows ``[R, n]`` or blocks ``[outer, R, inner]``;
+        ``lo``/``hi`` their row extremes).
 
         Returns a new histogram: ``self`` is unchanged, so a failure leaves no half-counted state.
         """
-        zeros = (rows == 0).sum(dim=1) if zeros is None else zeros
         grown = self.grown_for(lo, hi)
-        counts = grown.binned(rows, lo, hi, zeros)
+        counts, zeros = grown.binned(values, lo, hi)
         counts += grown.counts
         return SignedHistogram(counts, grown.exponent, grown.zeros + zeros)
 

@@ -8,6 +8,8 @@ attention maps ``[B, heads, N, N]``).
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -41,23 +43,34 @@ def checked_tensor(v: Tensor, module_type: str, ndim: int | None, where: str) ->
     return v if v.dtype == torch.float32 else v.float()
 
 
-def flat_in_memory_order(t: Tensor) -> Tensor:
-    """A 1-D view of ``t`` in memory order (no copy for contiguous or transposed 2-D tensors).
-
-    For order-free reductions such as ``bincount`` over ``[channels, values]`` rows.
-    """
-    if t.is_contiguous():
-        return t.view(-1)
-    if t.dim() == 2 and t.t().is_contiguous():
-        return t.t().reshape(-1)
-    return t.reshape(-1)
-
-
 def channel_dim(ndim: int, module_type: str) -> int:
     """The channel axis of a tensor of rank ``ndim`` (see :class:`Observer`)."""
     if module_type != "activation":
         return 0
     return 1 if ndim == 4 else ndim - 1
+
+
+def channel_blocks(v: Tensor, module_type: str) -> Tensor:
+    """``v`` as a contiguous ``[outer, channels, inner]``, its channel axis in the middle (a view of a
+    contiguous tensor), so per-channel passes (reductions over dims 0 and 2, factors broadcast as
+    ``[1, C, 1]``) read memory in order instead of through a transposing copy."""
+    dim = channel_dim(v.dim(), module_type)
+    return v.contiguous().view(math.prod(v.shape[:dim]), v.shape[dim], -1)
+
+
+def row_blocks(rows: Tensor) -> Tensor:
+    """Rows ``[R, n]`` as ``[outer, R, inner]`` in their memory order (a view when the rows are
+    contiguous or a transposed contiguous tensor); see :func:`channel_blocks`."""
+    if rows.is_contiguous():
+        return rows.unsqueeze(0)
+    if rows.t().is_contiguous():
+        return rows.t().unsqueeze(2)
+    return rows.contiguous().unsqueeze(0)
+
+
+def blocks_as_rows(blocks: Tensor) -> Tensor:
+    """``[outer, R, inner]`` back to rows ``[R, outer * inner]`` (a copy unless ``outer`` is 1)."""
+    return blocks.transpose(0, 1).reshape(blocks.shape[1], -1)
 
 
 def channel_rows(v: Tensor, module_type: str) -> Tensor:

@@ -22,8 +22,8 @@ from torch import Tensor
 
 from explorer.limits import STATS_CHANNEL_BIN_BUDGET, STATS_CHANNEL_HALF_BINS, STATS_POINT_HALF_BINS, STATS_RAW_VALUES
 from explorer.stats.histogram import SignedHistogram
-from explorer.stats.layout import CALIBRATION_MODES, channel_rows, checked_tensor
-from explorer.stats.quantile import row_ends, tail_length, tail_quantile
+from explorer.stats.layout import CALIBRATION_MODES, blocks_as_rows, channel_blocks, checked_tensor
+from explorer.stats.quantile import tail_length, tail_quantile
 
 DEFAULT_ALPHA_FLOOR = 0.999
 # Sizes are fixed per point, whatever the data or the number of batches (see explorer.limits).
@@ -39,13 +39,14 @@ def channel_half_bins(channels: int) -> int:
     return min(CHANNEL_HALF_BINS_MAX, max(CHANNEL_HALF_BINS_MIN, 1 << (share.bit_length() - 1)))
 
 
-def kept_raw(raw: list[Tensor] | None, rows: Tensor, count: int) -> list[Tensor] | None:
-    """The raw values kept after one more batch ``rows [C, n]`` (``count`` values per row before it):
-    kept while a point has seen at most :data:`RAW_LIMIT` values in all, then never again.
-    One rule for the statistics and the observers, so fitting from one equals feeding the other."""
-    if raw is None or (count + rows.shape[1]) * rows.shape[0] > RAW_LIMIT:
+def kept_raw(raw: list[Tensor] | None, blocks: Tensor, count: int) -> list[Tensor] | None:
+    """The raw values kept (as rows ``[C, n]``) after one more batch ``blocks [outer, C, inner]``
+    (``count`` values per row before it): kept while a point has seen at most :data:`RAW_LIMIT`
+    values in all, then never again. One rule for the statistics and the observers, so fitting from
+    one equals feeding the other."""
+    if raw is None or (count + blocks.shape[0] * blocks.shape[2]) * blocks.shape[1] > RAW_LIMIT:
         return None
-    return [*raw, rows.clone()]
+    return [*raw, blocks_as_rows(blocks).clone()]
 
 
 def half_bins_for(calibration_mode: str, channels: int) -> int:
@@ -103,26 +104,63 @@ class BatchEnds:
         return cls(list(top.split(kept, dim=1)), list(bottom.split(kept, dim=1)), lengths)
 
 
-def _ends_by_threshold(values: Tensor, counts: Tensor, exponent: Tensor, zeros: int, k: int) -> tuple[Tensor, Tensor]:
-    """The ``k`` largest and ``k`` smallest of ``values`` (as ``[1, k]``, sorted outwards-in), found by
-    reading thresholds off their own histogram (``counts [2, H]`` on grids ``exponent [2]``) and
-    selecting only the values beyond them: two cheap passes instead of a top-k over everything."""
-    half = counts.shape[1]
-    width = torch.ldexp(torch.ones(2, dtype=torch.float64), exponent.cpu())
-    ascending = torch.cat([counts[0].flip(0), counts.new_tensor([zeros]), counts[1]]).cpu()  # [2H + 1]; zeros at H
-    # Bin i covers [lower_i, upper_i): negative bin m = H-1-i is [-(m+1) w, -m w), bin H is {0}, positive k = i-H-1.
-    index = torch.arange(2 * half + 1, dtype=torch.float64)
-    lower = torch.where(index < half, -(half - index) * width[0], (index - half - 1) * width[1])
-    upper = torch.where(index < half, -(half - 1 - index) * width[0], (index - half) * width[1])
-    lower[half] = upper[half] = 0.0
-    first_top = int(torch.nonzero(ascending.flip(0).cumsum(0) >= k)[0])
-    top_bin = 2 * half - first_top
-    high = values[values >= lower[top_bin].item()]
-    bottom_bin = int(torch.nonzero(ascending.cumsum(0) >= k)[0])
-    low = values[values <= 0] if bottom_bin == half else values[values < upper[bottom_bin].item()]
-    top = torch.topk(high, k, largest=True, sorted=True).values.unsqueeze(0)
-    bottom = torch.topk(low, k, largest=False, sorted=True).values.unsqueeze(0)
-    return top, bottom
+def _first_reaching(counts: Tensor, k: int) -> Tensor:
+    """``[R]`` index of the first bin of each row of ``counts [R, B]`` where the running count reaches ``k``."""
+    return (counts.cumsum(dim=1) >= k).int().argmax(dim=1)
+
+
+def _end_thresholds(hist: SignedHistogram, k: int) -> tuple[Tensor, Tensor]:
+    """``(lower, upper)`` float32 ``[R]`` for one batch's histogram ``hist``: every row has at least ``k``
+    values ``>= lower`` and at least ``k`` values ``< upper``, read off its bins (so a comparison
+    finds the few candidates for the row's ``k`` largest and smallest values)."""
+    half = hist.half_bins
+    ascending = torch.cat([hist.counts[:, 0].flip(1), hist.zeros.unsqueeze(1), hist.counts[:, 1]], dim=1)  # zeros at H
+    width = hist.width
+    # Bin i covers [lower, upper): negative bin m = H-1-i is [-(m+1) w, -m w), bin H is {0}, positive bin i-H-1.
+    top = 2 * half - _first_reaching(ascending.flip(1), k)
+    bottom = _first_reaching(ascending, k)
+    lower = torch.where(top < half, -(half - top) * width[:, 0], (top - half - 1).clamp_min(0) * width[:, 1])
+    upper = torch.where(bottom < half, -(half - 1 - bottom) * width[:, 0], (bottom - half) * width[:, 1])
+    # Values below the smallest positive float are those <= 0: the bottom bin is the zeros'.
+    upper = torch.where(bottom == half, torch.finfo(torch.float32).smallest_normal * 2.0**-23, upper)
+    return lower.float(), upper.float()
+
+
+def _ends_of_rows(values: Tensor, rows: Tensor, count: int, k: int, descending: bool) -> Tensor:
+    """``[count, k]``: the first ``k`` of each row's candidates ``values`` (row index ``rows``), in
+    order (``descending`` or ascending); every row has at least ``k`` candidates."""
+    order = torch.argsort(values, descending=descending, stable=True)
+    order = order[torch.argsort(rows[order], stable=True)]
+    per_row = torch.bincount(rows, minlength=count)
+    starts = per_row.cumsum(0) - per_row
+    return values[order][starts.unsqueeze(1) + torch.arange(k, device=values.device)]
+
+
+def _batch_ends(
+    blocks: Tensor, channels: SignedHistogram, k: int, point: SignedHistogram, point_k: int
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """One batch's exact ends: the ``k`` largest and smallest values of each channel of ``blocks
+    [outer, C, inner]`` (``[C, k]``, outwards-in) and the ``point_k`` largest and smallest of the whole
+    point (``[1, point_k]``). The thresholds come from the batch's own histograms (``channels``,
+    ``point``), so one comparison pass and a sort of the few candidates replace top-k selections
+    over everything."""
+    rows = blocks.shape[1]
+    lower, upper = _end_thresholds(channels, k)
+    point_lower, point_upper = _end_thresholds(point, point_k)
+    shape = (1, rows, 1)
+    mask = blocks >= torch.minimum(lower, point_lower).view(shape)
+    mask |= blocks < torch.maximum(upper, point_upper).view(shape)
+    where = mask.reshape(-1).nonzero().squeeze(1)
+    values, row = blocks.reshape(-1)[where], (where // blocks.shape[2]) % rows
+    high, low = values >= lower[row], values < upper[row]
+    point_high, point_low = values >= point_lower, values < point_upper
+    none = torch.zeros_like(row[:0])
+    return (
+        _ends_of_rows(values[high], row[high], rows, k, descending=True),
+        _ends_of_rows(values[low], row[low], rows, k, descending=False),
+        _ends_of_rows(values[point_high], none.new_zeros(int(point_high.sum())), 1, point_k, descending=True),
+        _ends_of_rows(values[point_low], none.new_zeros(int(point_low.sum())), 1, point_k, descending=False),
+    )
 
 
 @dataclass(frozen=True)
@@ -173,35 +211,38 @@ class PointStats:
     def update(self, v: Tensor) -> None:
         """Fold one batch in. Bad input raises and leaves the statistics as they were."""
         v = checked_tensor(v, self.module_type, self.ndim, "PointStats.update")
-        rows = channel_rows(v, self.module_type)
-        channels, n = rows.shape
+        blocks = channel_blocks(v, self.module_type)  # [outer, C, inner], in memory order
+        channels, n = blocks.shape[1], blocks.shape[0] * blocks.shape[2]
         if self.min is not None and channels != self.min.numel():
             raise ValueError(f"PointStats.update: got {channels} channels after {self.min.numel()}")
-        lo, hi = rows.amin(dim=1), rows.amax(dim=1)
+        lo, hi = blocks.amin(dim=(0, 2)), blocks.amax(dim=(0, 2))
         if not (torch.isfinite(lo).all() and torch.isfinite(hi).all()):
-            bad = int((~torch.isfinite(rows)).sum())
+            bad = int((~torch.isfinite(blocks)).sum())
             raise ValueError(
-                f"PointStats.update: the tensor has {bad} NaN/Inf value(s) of {rows.numel()}; "
+                f"PointStats.update: the tensor has {bad} NaN/Inf value(s) of {blocks.numel()}; "
                 "statistics were left unchanged"
             )
-        flat = v.reshape(1, -1)
-        zeros = (rows == 0).sum(dim=1)
-        point_zeros = zeros.sum().reshape(1)
-        channel_hist = self.channel_hist or SignedHistogram.empty(channels, channel_half_bins(channels), v.device)
-        channel_hist = channel_hist.counted(rows, lo, hi, zeros)
-        point_lo, point_hi = lo.amin().reshape(1), hi.amax().reshape(1)
+        grown_channels = self.channel_hist or SignedHistogram.empty(channels, channel_half_bins(channels), v.device)
+        grown_channels = grown_channels.grown_for(lo, hi)
+        channel_counts, zeros = grown_channels.binned(blocks, lo, hi)
+        channel_batch = SignedHistogram(channel_counts, grown_channels.exponent, zeros)
+        point_lo, point_hi, point_zeros = lo.amin().reshape(1), hi.amax().reshape(1), zeros.sum().reshape(1)
         grown = (self.point_hist or SignedHistogram.empty(1, POINT_HALF_BINS, v.device)).grown_for(point_lo, point_hi)
-        batch_counts = grown.binned(flat, point_lo, point_hi, point_zeros)
-        point_hist = SignedHistogram(batch_counts + grown.counts, grown.exponent, grown.zeros + point_zeros)
-        top, bottom = row_ends(rows, tail_length(n, self.alpha_floor))
-        point_top, point_bottom = _ends_by_threshold(
-            flat.view(-1),
-            batch_counts[0],
-            grown.exponent[0],
-            int(point_zeros),
-            tail_length(flat.shape[1], self.alpha_floor),
+        point_counts, _ = grown.binned(blocks.reshape(1, 1, -1), point_lo, point_hi, point_zeros)
+        point_batch = SignedHistogram(point_counts, grown.exponent, point_zeros)
+        top, bottom, point_top, point_bottom = _batch_ends(
+            blocks,
+            channel_batch,
+            tail_length(n, self.alpha_floor),
+            point_batch,
+            tail_length(blocks.numel(), self.alpha_floor),
         )
-        sumsq = torch.linalg.vector_norm(rows, dim=1).double().square()
+        channel_hist = SignedHistogram(
+            channel_counts + grown_channels.counts, grown_channels.exponent, grown_channels.zeros + zeros
+        )
+        point_hist = SignedHistogram(point_counts + grown.counts, grown.exponent, grown.zeros + point_zeros)
+        sumsq = (blocks * blocks).sum(dim=(0, 2)).double()
+        raw = kept_raw(self.raw, blocks, self.count)
         # commit
         self.channel_hist, self.point_hist = channel_hist, point_hist
         self.channel_ends.top.append(top)
@@ -209,7 +250,7 @@ class PointStats:
         self.channel_ends.lengths.append(n)
         self.point_ends.top.append(point_top)
         self.point_ends.bottom.append(point_bottom)
-        self.point_ends.lengths.append(flat.shape[1])
+        self.point_ends.lengths.append(blocks.numel())
         if self.min is None or self.max is None or self.sumsq is None:
             self.min, self.max, self.sumsq = lo, hi, sumsq
         else:
@@ -218,7 +259,7 @@ class PointStats:
                 torch.maximum(self.max, hi),
                 self.sumsq + sumsq,
             )
-        self.raw = kept_raw(self.raw, rows, self.count)
+        self.raw = raw
         self.count += n
         self.ndim = v.dim()
         self.num_batches += 1
