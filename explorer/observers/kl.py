@@ -254,33 +254,32 @@ class KLObserver(Observer):
         levels = self.bit_type.levels
         total = mass[:, -1:]
 
-        # Group k of candidate i spans bins [ceil(k i / n), ceil((k + 1) i / n)).
-        k = torch.arange(levels + 1, device=bins.device).unsqueeze(1)
+        # Group k of candidate i spans bins [ceil(k i / n), ceil((k + 1) i / n)); n = levels is a power of two.
+        k = torch.arange(levels + 1, device=bins.device)
+        shift = levels.bit_length() - 1
         count = candidates.shape[1]
         out = torch.empty(channels, count, dtype=torch.float64, device=bins.device)
         step = max(1, _CHUNK_TERMS // max(1, (levels + 1) * count))
+        # The same candidates for every channel (an exhaustive search): their groups are computed once.
+        shared_idx = None
+        if candidates.stride(0) == 0:
+            shared_idx = ((candidates[0].unsqueeze(1) * k + (levels - 1)) >> shift).expand(step, -1, -1)
         for c0 in range(0, channels, step):
             sl = slice(c0, c0 + step)
             cand = candidates[sl]
-            idx = (k.unsqueeze(0) * cand.unsqueeze(1) + levels - 1) // levels  # [c, n + 1, K]
-            m = mass[sl].unsqueeze(2).expand(-1, -1, count)
-            nz = nonzero[sl].unsqueeze(2).expand(-1, -1, count)
-            group_mass = torch.diff(m.gather(1, idx), dim=1)  # [c, n, K]
-            group_nonzero = torch.diff(nz.gather(1, idx), dim=1)
-            ratio = group_mass / group_nonzero.clamp_min(1)
-            q_term = torch.where(
-                group_mass > 0, group_mass * torch.log(ratio.clamp_min(1e-300)), torch.zeros_like(group_mass)
-            ).sum(1)
-            last_mass, last_nonzero = group_mass[:, -1], group_nonzero[:, -1]
+            if shared_idx is not None:
+                idx = shared_idx[: cand.shape[0]]
+            else:
+                idx = (cand.unsqueeze(2) * k + (levels - 1)) >> shift  # [c, K, n + 1]
+            group_mass = torch.diff(mass[sl].unsqueeze(1).expand(-1, count, -1).gather(2, idx), dim=2)  # [c, K, n]
+            group_nonzero = torch.diff(nonzero[sl].unsqueeze(1).expand(-1, count, -1).gather(2, idx), dim=2)
+            q_term = torch.special.xlogy(group_mass, group_mass / group_nonzero.clamp_min(1)).sum(2)
+            last_mass, last_nonzero = group_mass[:, :, -1], group_nonzero[:, :, -1]
             below = mass[sl].gather(1, cand)  # mass under the threshold
             tail = total[sl] - below
             last_bin = bins[sl].gather(1, cand - 1)
             p_log_p = plogp[sl].gather(1, cand - 1) + _xlogx(last_bin + tail)
-            tail_term = torch.where(
-                tail > 0,
-                tail * torch.log((last_mass / last_nonzero.clamp_min(1)).clamp_min(1e-300)),
-                torch.zeros_like(tail),
-            )
+            tail_term = torch.special.xlogy(tail, (last_mass / last_nonzero.clamp_min(1)).clamp_min(1e-300))
             kl = p_log_p - _xlogx(total[sl]) - q_term - tail_term + total[sl] * torch.log(below.clamp_min(1e-300))
             kl = kl / total[sl]
             impossible = ((tail > 0) & (last_bin == 0)) | (cand > num_bins[sl].unsqueeze(1))
