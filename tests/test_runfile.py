@@ -110,9 +110,15 @@ def test_files_that_are_not_runs(tmp_path: Path) -> None:
 
 
 def test_newer_format_version(saved: Path, tmp_path: Path) -> None:
-    newer = _rewrite(saved, tmp_path / "v2.run", edit_meta=lambda m: m.update(format_version=2))
-    with pytest.raises(RunFileError, match="format version 2"):
+    newer = _rewrite(saved, tmp_path / "v3.run", edit_meta=lambda m: m.update(format_version=3))
+    with pytest.raises(RunFileError, match="format version 3"):
         ExplorerRun.load(newer)
+
+
+def test_older_format_version_asks_to_calibrate_again(saved: Path, tmp_path: Path) -> None:
+    older = _rewrite(saved, tmp_path / "v1.run", edit_meta=lambda m: m.update(format_version=1))
+    with pytest.raises(RunFileError, match="format version 1.*calibrate again"):
+        ExplorerRun.load(older)
 
 
 def _drop(tensors: dict[str, Tensor], prefix: str) -> None:

@@ -103,6 +103,23 @@ def test_percentile_from_tails_is_exact_for_any_alpha_above_the_floor(
     np.testing.assert_allclose(observer.clip_max.double().numpy().ravel(), hi, rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.parametrize("alpha_floor", [0.9, 0.99, 0.995, 0.999, 0.9999])
+def test_tail_length_covers_every_quantile_at_or_beyond_the_floor(alpha_floor: float) -> None:
+    """numpy's own interpolation index (``np.quantile`` of ``arange(n)`` is the index itself) never
+    needs more values from an end than ``tail_length`` keeps, for quantiles from the floor (and the
+    next few floats above it) to 1, on every row length up to 3000."""
+    from explorer.stats.quantile import tail_length
+
+    above = np.nextafter(alpha_floor, 1.0)
+    qs = np.concatenate([[alpha_floor, above, np.nextafter(above, 1.0)], np.linspace(alpha_floor, 1.0, 50)])
+    for n in range(1, 3001):
+        index_top = np.quantile(np.arange(n), qs)  # float positions of the upper quantiles
+        index_bottom = np.quantile(np.arange(n), 1.0 - qs)
+        # from the top: positions floor(h) .. n - 1; from the bottom: 0 .. floor(h) + 1 (numpy's pair)
+        needed = max(int(n - np.floor(index_top).min()), min(int(np.floor(index_bottom).max()) + 1, n - 1) + 1)
+        assert needed <= tail_length(n, alpha_floor), (n, needed)
+
+
 def test_refit_below_the_floor_names_the_floor() -> None:
     stats = stats_of([make("gaussian", gen(1), 4)], alpha_floor=0.9995)
     with pytest.raises(ValueError, match="alpha_floor 0.9995"):
@@ -201,7 +218,7 @@ def test_state_dict_round_trip_and_bad_states() -> None:
     broken["channel_hist.counts"][0, 1, 0] += 5
     with pytest.raises(ValueError, match="histogram totals"):
         PointStats("activation").load_state_dict(broken)
-    missing = {k: v for k, v in state.items() if k != "point_ends.top"}
+    missing = {k: v for k, v in state.items() if k != "point_extra.top"}
     with pytest.raises(ValueError, match="not a PointStats state"):
         PointStats("activation").load_state_dict(missing)
 
@@ -287,9 +304,10 @@ def test_batch_ends_equal_a_full_sort_on_ties_zeros_and_dead_channels() -> None:
     assert torch.equal(stats.channel_ends.top[0], ordered[:, -k:].flip(1))
     assert torch.equal(stats.channel_ends.bottom[0], ordered[:, :k])
     flat = torch.sort(x.reshape(-1)).values
-    kp = stats.point_ends.top[0].shape[1]
-    assert torch.equal(stats.point_ends.top[0][0], flat[-kp:].flip(0))
-    assert torch.equal(stats.point_ends.bottom[0][0], flat[:kp])
+    ends = stats.view("layer_wise").ends  # rebuilt from the channels' ends and the values beyond them
+    kp = ends.top[0].shape[1]
+    assert torch.equal(ends.top[0][0], flat[-kp:].flip(0))
+    assert torch.equal(ends.bottom[0][0], flat[:kp])
 
 
 def test_subnormal_and_huge_magnitudes_are_counted() -> None:

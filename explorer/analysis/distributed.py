@@ -91,7 +91,7 @@ def merge_in_global_order(parts: Sequence[PointStats]) -> PointStats:
         merged.merge(part)
     order = _global_order([part.num_batches for part in parts])
     merged.channel_ends = _reordered(merged.channel_ends, order)
-    merged.point_ends = _reordered(merged.point_ends, order)
+    merged.point_extra = _reordered(merged.point_extra, order)
     if merged.raw is not None:
         merged.raw = [merged.raw[i] for i in order]
     return merged

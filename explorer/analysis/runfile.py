@@ -33,8 +33,9 @@ from explorer.stats import PointStats
 from explorer.vit import CaptureResult, PointKey
 
 FORMAT = "observer-explorer-run"
-FORMAT_VERSION = 1
-"""The layout this build writes and the newest it reads."""
+FORMAT_VERSION = 2
+"""The layout this build writes and reads (2: the whole point's per-batch ends are stored as the
+values beyond its channels' ends; 1 stored them whole)."""
 METADATA_KEY = "observer_explorer_run"
 VERSIONED_PACKAGES = ("observer-explorer", "torch", "timm", "safetensors")
 
@@ -151,10 +152,14 @@ def read_header(path: Path) -> dict[str, Any]:
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise RunFileError(f"{path}: the metadata does not describe a {FORMAT} file")
     version = meta.get("format_version")
-    if not isinstance(version, int) or not 1 <= version <= FORMAT_VERSION:
+    if not isinstance(version, int) or version != FORMAT_VERSION:
+        remedy = (
+            "calibrate again with this build"
+            if isinstance(version, int) and version < FORMAT_VERSION
+            else ("upgrade observer-explorer to read it")
+        )
         raise RunFileError(
-            f"{path} has run format version {version!r}; this build reads versions 1 to {FORMAT_VERSION} "
-            "(upgrade observer-explorer to read it)"
+            f"{path} has run format version {version!r}; this build reads version {FORMAT_VERSION} ({remedy})"
         )
     return meta
 

@@ -90,18 +90,29 @@ class BatchEnds:
             f"{prefix}.top": torch.cat(self.top, dim=1) if self.top else empty,
             f"{prefix}.bottom": torch.cat(self.bottom, dim=1) if self.bottom else empty,
             f"{prefix}.kept": torch.tensor([t.shape[1] for t in self.top], dtype=torch.int64),
+            f"{prefix}.kept_bottom": torch.tensor([b.shape[1] for b in self.bottom], dtype=torch.int64),
             f"{prefix}.lengths": torch.tensor(self.lengths, dtype=torch.int64),
         }
 
     @classmethod
     def from_state(cls, state: dict[str, Tensor], prefix: str) -> BatchEnds:
         top, bottom = state[f"{prefix}.top"], state[f"{prefix}.bottom"]
-        kept, lengths = state[f"{prefix}.kept"].tolist(), state[f"{prefix}.lengths"].tolist()
-        if top.shape != bottom.shape or top.dim() != 2 or sum(kept) != top.shape[1] or len(kept) != len(lengths):
-            raise ValueError(f"{prefix}: inconsistent tail state (kept {sum(kept)} values, tensors {tuple(top.shape)})")
-        if any(k > n or k < 1 for k, n in zip(kept, lengths, strict=True)):
-            raise ValueError(f"{prefix}: a batch keeps more values than it had, or none")
-        return cls(list(top.split(kept, dim=1)), list(bottom.split(kept, dim=1)), lengths)
+        kept, kept_bottom = state[f"{prefix}.kept"].tolist(), state[f"{prefix}.kept_bottom"].tolist()
+        lengths = state[f"{prefix}.lengths"].tolist()
+        if (
+            top.dim() != 2
+            or bottom.dim() != 2
+            or top.shape[0] != bottom.shape[0]
+            or (sum(kept), sum(kept_bottom)) != (top.shape[1], bottom.shape[1])
+            or not len(kept) == len(kept_bottom) == len(lengths)
+        ):
+            raise ValueError(
+                f"{prefix}: inconsistent tail state (kept {sum(kept)} + {sum(kept_bottom)} values, "
+                f"tensors {tuple(top.shape)} and {tuple(bottom.shape)})"
+            )
+        if any(not 0 <= k <= n for k, n in zip(kept + kept_bottom, lengths + lengths, strict=True)):
+            raise ValueError(f"{prefix}: a batch keeps more values than it had")
+        return cls(list(top.split(kept, dim=1)), list(bottom.split(kept_bottom, dim=1)), lengths)
 
 
 def _first_reaching(counts: Tensor, k: int) -> Tensor:
@@ -136,14 +147,27 @@ def _ends_of_rows(values: Tensor, rows: Tensor, count: int, k: int, descending: 
     return values[order][starts.unsqueeze(1) + torch.arange(k, device=values.device)]
 
 
+def _beyond_channel_ends(values: Tensor, rows: Tensor, k: int, channel_k: int, descending: bool) -> Tensor:
+    """``[1, e]``: of the ``k`` most extreme candidates ``values`` (row index ``rows``; the largest when
+    ``descending``), those beyond their own channel's ``channel_k`` kept ends. With the channels'
+    ends they rebuild the whole point's ``k`` ends, so those are not stored twice."""
+    order = torch.argsort(values, descending=descending, stable=True)[:k]
+    row = rows[order]
+    by_row = torch.argsort(row, stable=True)  # stable: extreme-first within each row
+    per_row = torch.bincount(row, minlength=int(row.max()) + 1 if row.numel() else 0)
+    rank = torch.empty_like(by_row)
+    rank[by_row] = torch.arange(by_row.numel(), device=row.device) - (per_row.cumsum(0) - per_row)[row[by_row]]
+    return values[order][rank >= channel_k].unsqueeze(0)
+
+
 def _batch_ends(
     blocks: Tensor, channels: SignedHistogram, k: int, point: SignedHistogram, point_k: int
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """One batch's exact ends: the ``k`` largest and smallest values of each channel of ``blocks
-    [outer, C, inner]`` (``[C, k]``, outwards-in) and the ``point_k`` largest and smallest of the whole
-    point (``[1, point_k]``). The thresholds come from the batch's own histograms (``channels``,
-    ``point``), so one comparison pass and a sort of the few candidates replace top-k selections
-    over everything."""
+    [outer, C, inner]`` (``[C, k]``, outwards-in), and of the whole point's ``point_k`` largest and
+    smallest, those its channels' ends do not hold (``[1, e]``; see :func:`_beyond_channel_ends`).
+    The thresholds come from the batch's own histograms (``channels``, ``point``), so one comparison
+    pass and a sort of the few candidates replace top-k selections over everything."""
     rows = blocks.shape[1]
     lower, upper = _end_thresholds(channels, k)
     point_lower, point_upper = _end_thresholds(point, point_k)
@@ -154,13 +178,27 @@ def _batch_ends(
     values, row = blocks.reshape(-1)[where], (where // blocks.shape[2]) % rows
     high, low = values >= lower[row], values < upper[row]
     point_high, point_low = values >= point_lower, values < point_upper
-    none = torch.zeros_like(row[:0])
     return (
         _ends_of_rows(values[high], row[high], rows, k, descending=True),
         _ends_of_rows(values[low], row[low], rows, k, descending=False),
-        _ends_of_rows(values[point_high], none.new_zeros(int(point_high.sum())), 1, point_k, descending=True),
-        _ends_of_rows(values[point_low], none.new_zeros(int(point_low.sum())), 1, point_k, descending=False),
+        _beyond_channel_ends(values[point_high], row[point_high], point_k, k, descending=True),
+        _beyond_channel_ends(values[point_low], row[point_low], point_k, k, descending=False),
     )
+
+
+def point_ends_from(channel_ends: BatchEnds, extra: BatchEnds, channels: int, alpha_floor: float) -> BatchEnds:
+    """The whole point's per-batch ends, rebuilt from its channels' ends and the values beyond them
+    (``extra``): each batch's ``k`` most extreme of their union are exactly the point's."""
+    tops, bottoms, lengths = [], [], []
+    for top, bottom, extra_top, extra_bottom, n in zip(
+        channel_ends.top, channel_ends.bottom, extra.top, extra.bottom, channel_ends.lengths, strict=True
+    ):
+        k = tail_length(n * channels, alpha_floor)
+        tops.append(torch.topk(torch.cat([top.reshape(-1), extra_top.reshape(-1)]), k).values.unsqueeze(0))
+        smallest = torch.topk(torch.cat([bottom.reshape(-1), extra_bottom.reshape(-1)]), k, largest=False)
+        bottoms.append(smallest.values.unsqueeze(0))
+        lengths.append(n * channels)
+    return BatchEnds(tops, bottoms, lengths)
 
 
 @dataclass(frozen=True)
@@ -199,7 +237,7 @@ class PointStats:
         self.channel_hist: SignedHistogram | None = None
         self.point_hist: SignedHistogram | None = None
         self.channel_ends = BatchEnds([], [], [])
-        self.point_ends = BatchEnds([], [], [])
+        self.point_extra = BatchEnds([], [], [])  # per batch, the point's ends its channels' ends lack
         self.raw: list[Tensor] | None = []  # [C, n] per batch while small
 
     @property
@@ -230,7 +268,7 @@ class PointStats:
         grown = (self.point_hist or SignedHistogram.empty(1, POINT_HALF_BINS, v.device)).grown_for(point_lo, point_hi)
         point_counts, _ = grown.binned(blocks.reshape(1, 1, -1), point_lo, point_hi, point_zeros)
         point_batch = SignedHistogram(point_counts, grown.exponent, point_zeros)
-        top, bottom, point_top, point_bottom = _batch_ends(
+        top, bottom, extra_top, extra_bottom = _batch_ends(
             blocks,
             channel_batch,
             tail_length(n, self.alpha_floor),
@@ -248,9 +286,9 @@ class PointStats:
         self.channel_ends.top.append(top)
         self.channel_ends.bottom.append(bottom)
         self.channel_ends.lengths.append(n)
-        self.point_ends.top.append(point_top)
-        self.point_ends.bottom.append(point_bottom)
-        self.point_ends.lengths.append(blocks.numel())
+        self.point_extra.top.append(extra_top)
+        self.point_extra.bottom.append(extra_bottom)
+        self.point_extra.lengths.append(blocks.numel())
         if self.min is None or self.max is None or self.sumsq is None:
             self.min, self.max, self.sumsq = lo, hi, sumsq
         else:
@@ -287,7 +325,7 @@ class PointStats:
         self.channel_hist = self.channel_hist.merged(other.channel_hist)
         self.point_hist = self.point_hist.merged(other.point_hist)
         self.channel_ends = self.channel_ends.merged(other.channel_ends)
-        self.point_ends = self.point_ends.merged(other.point_ends)
+        self.point_extra = self.point_extra.merged(other.point_extra)
         self.min = torch.minimum(self.min, other.min)  # type: ignore[arg-type]
         self.max = torch.maximum(self.max, other.max)  # type: ignore[arg-type]
         self.sumsq = self.sumsq + other.sumsq  # type: ignore[operator]
@@ -313,7 +351,8 @@ class PointStats:
             )  # fmt: skip
         return StatsView(
             calibration_mode, self.num_batches, self.ndim, self.min.amin().reshape(1), self.max.amax().reshape(1),
-            self.count * self.min.numel(), self.sumsq.sum().reshape(1), self.point_hist, self.point_ends,
+            self.count * self.min.numel(), self.sumsq.sum().reshape(1), self.point_hist,
+            point_ends_from(self.channel_ends, self.point_extra, self.min.numel(), self.alpha_floor),
             self.alpha_floor, None if raw is None else raw.reshape(1, -1),
         )  # fmt: skip
 
@@ -336,7 +375,7 @@ class PointStats:
             **self.channel_hist.state("channel_hist"),
             **self.point_hist.state("point_hist"),
             **self.channel_ends.state("channel_ends"),
-            **self.point_ends.state("point_ends"),
+            **self.point_extra.state("point_extra"),
         }
         if self.raw:
             state["raw"] = torch.cat(self.raw, dim=1)
@@ -358,7 +397,7 @@ class PointStats:
             channel_hist = SignedHistogram.from_state(state, "channel_hist")
             point_hist = SignedHistogram.from_state(state, "point_hist")
             channel_ends = BatchEnds.from_state(state, "channel_ends")
-            point_ends = BatchEnds.from_state(state, "point_ends")
+            point_extra = BatchEnds.from_state(state, "point_extra")
             raw = list(state["raw"].split(state["raw_lengths"].tolist(), dim=1)) if "raw" in state else None
         except (KeyError, TypeError, RuntimeError, ValueError) as exc:
             raise ValueError(f"not a PointStats state: {exc}") from exc
@@ -366,7 +405,8 @@ class PointStats:
             "min/max/sumsq shapes": hi.shape == lo.shape == sumsq.shape == (channels,),
             "channel histogram rows": channel_hist.rows == channels,
             "point histogram rows": point_hist.rows == 1,
-            "batches in the tails": len(channel_ends.lengths) == len(point_ends.lengths) == num_batches,
+            "batches in the tails": len(channel_ends.lengths) == len(point_extra.lengths) == num_batches,
+            "channel tails kept": all(t.shape[1] >= 1 for t in channel_ends.top + channel_ends.bottom),
             "channel tails rows": all(t.shape[0] == channels for t in channel_ends.top),
             "value count": sum(channel_ends.lengths) == count and ndim in (2, 3, 4, 5),
             "histogram totals": bool((channel_hist.total() == count).all())
@@ -378,4 +418,4 @@ class PointStats:
         self.alpha_floor, self.num_batches, self.ndim, self.count = alpha_floor, num_batches, ndim, count
         self.min, self.max, self.sumsq = lo, hi, sumsq
         self.channel_hist, self.point_hist = channel_hist, point_hist
-        self.channel_ends, self.point_ends, self.raw = channel_ends, point_ends, raw
+        self.channel_ends, self.point_extra, self.raw = channel_ends, point_extra, raw

@@ -34,9 +34,13 @@ def _lerp(a: Tensor, b: Tensor, t: float) -> Tensor:
 def tail_length(n: int, alpha_floor: float) -> int:
     """Values to keep from each end of a row of ``n`` so that every quantile ``q >= alpha_floor``
     (from the top) and ``q <= 1 - alpha_floor`` (from the bottom) is exact."""
-    below, _, _ = _positions(n, alpha_floor)
-    _, above, _ = _positions(n, 1.0 - alpha_floor)
-    return min(n, max(n - below, above + 1) + 1)  # one more guards against rounding in the index
+    below, _, top_fraction = _positions(n, alpha_floor)
+    _, above, bottom_fraction = _positions(n, 1.0 - alpha_floor)
+    # The index is exact up to a few ulps of n, so it only moves past an integer (one more value
+    # needed) for a quantile beyond the floor when the floor's own index lies that close to one.
+    margin = 16 * n * 2.0**-53
+    guard = int(top_fraction < margin or bottom_fraction > 1 - margin)
+    return min(n, max(n - below, above + 1) + guard)
 
 
 def tail_quantile(top: Tensor, bottom: Tensor, n: int, q: float) -> Tensor:
