@@ -8,11 +8,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from reference_impls import omse_candidate_mse
 from streamlit.testing.v1 import AppTest
 from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
 
-from explorer.analysis import ExplorerRun, distribution_facts, run_calibration
+from explorer.analysis import ExplorerRun, distribution_facts, observer_for, run_calibration
+from explorer.bit_type import BitType
 from explorer.config import load_config
 from explorer.data import OUTLIER_SCALE, add_outlier_channels, load_demo_model
 
@@ -87,6 +89,54 @@ def test_distribution_facts_name_the_rescaled_channels(
 def test_the_plain_demo_has_no_such_channels(demo_model: VisionTransformer, calib: list[Tensor]) -> None:
     run = run_calibration(demo_model, calib, load_config(CONFIG))
     assert all(not _extreme_channels(run, key) for key in run.points if key[1] in ("attn_qkv_output", "sv_attn"))
+
+
+@torch.no_grad()
+def _rescaled_values(model: nn.Module, batches: list[Tensor]) -> dict[tuple[int, str], Tensor]:
+    """Every value of the points holding the rescaled channels, read with plain forward hooks: the
+    qkv weight, the qkv output and the projection's input (``sv_attn``), all batches concatenated."""
+    values: dict[tuple[int, str], list[Tensor]] = {}
+    hooks = []
+    for b, block in enumerate(model.blocks):
+        values[b, "attn_qkv"] = [block.attn.qkv.weight.detach().clone()]
+        hooks.append(
+            block.attn.qkv.register_forward_hook(
+                lambda _m, _a, out, b=b: values.setdefault((b, "attn_qkv_output"), []).append(out.clone())
+            )
+        )
+        hooks.append(
+            block.attn.proj.register_forward_pre_hook(
+                lambda _m, args, b=b: values.setdefault((b, "sv_attn"), []).append(args[0].clone())
+            )
+        )
+    try:
+        for batch in batches:
+            model(batch)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return {key: torch.cat([t.reshape(-1) for t in parts]) for key, parts in values.items()}
+
+
+def test_omse_picks_its_least_mse_candidate_on_the_rescaled_points(
+    outlier_model: nn.Module, calib: list[Tensor]
+) -> None:
+    """Layer-wise OMSE keeps most of the ×S range at these points (README: it recovers less of MinMax's
+    gap than Percentile). That is its objective, not its search: the clip it picks from the run's
+    statistics is the best of the 100 candidates by the exact MSE on every calibration value."""
+    int8 = {"bits": 8, "signed": True, "name": "int8"}
+    config = load_config(
+        {"default": {"observer_type": "OmseObserver", "calibration_mode": "layer_wise", "bit_type": int8}}
+    )
+    run = run_calibration(outlier_model, calib, config)
+    for (block, name), x in _rescaled_values(outlier_model, calib).items():
+        observer = observer_for(run, (block, name), config.point(name, block))
+        lo, hi = x.min().reshape(1), x.max().reshape(1)
+        # The same values up to float rounding (timm's fused attention here, the explorer's explicit one there).
+        torch.testing.assert_close(torch.cat([observer.data_min, observer.data_max]).reshape(2), torch.cat([lo, hi]))
+        exact = omse_candidate_mse(x.reshape(1, -1).numpy(), lo.numpy(), hi.numpy(), BitType(8, True), True)[0]
+        chosen = round(100 * (1 - float(observer.clip_max) / float(observer.data_max)))  # f = 1 - i/100
+        assert exact[chosen] <= 1.01 * exact.min(), (block, name, chosen, int(exact.argmin()))
 
 
 def test_refuses_a_block_where_rescaling_is_not_exact() -> None:
