@@ -18,11 +18,12 @@ from huggingface_hub import try_to_load_from_cache
 from safetensors.torch import save_file
 from streamlit.testing.v1 import AppTest
 
-from explorer.analysis import DistributionFacts
+from explorer.analysis import DistributionFacts, FitFailure, point_summary, run_calibration
 from explorer.bit_type import BitType
 from explorer.config import ConfigError, apply_point, load_config, point_changes
-from explorer.data import load_demo_model, models
+from explorer.data import demo_batches, load_demo_model, models
 from explorer.ui.explain import explain_facts, minmax_gaps
+from explorer.ui.layer_view import metrics_table
 from explorer.ui.serving import ROOTS_ENV, SERVE_ENV
 from explorer.ui.sidebar import UPLOAD_CONFIG
 from explorer.ui.tuning import draft_point, widget_values
@@ -184,9 +185,10 @@ def test_compare_view_shows_observers_side_by_side_and_over_all_points() -> None
     show_tab(at, "Compare")
     assert not errors(at)
     assert any(m.value == "##### The four observers on block 0 · mlp_act" for m in at.markdown)
-    table = table_with(at, "winner")
-    assert len(table) == 4 * 8  # every block × point
-    assert {"MinMax SQNR dB", "KL MSE"} <= set(table.columns)
+    table = table_with(at, "least MSE")
+    assert len(table) == 4 * 8 * 4  # every block × point × observer
+    assert list(table["observer"][:4]) == ["MinMax", "Percentile", "OMSE", "KL"]
+    assert table.groupby(["block", "point"])["least MSE"].sum().eq(1).all()
     assert len(at.get("plotly_chart")) == 6  # four small histograms, the heatmap, the wins
     assert any(m.value.startswith("**Where MinMax falls apart") for m in at.markdown)
     at.selectbox(key="cmp_pick").set_value("2 · intSoft")
@@ -394,9 +396,9 @@ def test_real_size_vit_tiny_default_batches_shows_every_view() -> None:
     table = table_with(at, "observer")
     assert np.isfinite(table["SQNR dB"]).all() and {"clipping MSE", "rounding MSE"} <= set(table.columns)
     show_tab(at, "Compare")
-    rows = table_with(at, "winner")
-    assert len(rows) == 12 * 8
-    assert np.isfinite(rows.filter(like="MSE").to_numpy(dtype=float)).all()
+    rows = table_with(at, "least MSE")
+    assert len(rows) == 12 * 8 * 4
+    assert np.isfinite(rows[["MSE", "SQNR dB", "clipped %"]].to_numpy(dtype=float)).all()
 
 
 def test_nan_activations_are_reported_per_point(tmp_path: Path) -> None:
@@ -479,15 +481,22 @@ def test_explain_facts_in_plain_sentences() -> None:
 
 
 def test_minmax_gaps_only_when_material() -> None:
-    table = pd.DataFrame(
-        {
-            "block": [0, 1],
-            "point": ["mlp_act", "intSoft"],
-            **{f"{label} SQNR dB": [30.0, 40.0] for label in ("Percentile", "OMSE", "KL")},
-            "MinMax SQNR dB": [28.5, 31.0],
-        }
+    sqnr = pd.DataFrame(
+        {"MinMax": [28.5, 31.0], "Percentile": [30.0, 40.0], "OMSE": [29.0, 39.0], "KL": [30.0, 40.0]},
+        index=pd.MultiIndex.from_tuples([(0, "mlp_act"), (1, "intSoft")]),
     )
-    text = minmax_gaps(table, ["MinMax", "Percentile", "OMSE", "KL"])
-    assert "block 1 · intSoft" in text and "9.0 dB below" in text and "mlp_act" not in text  # 1.5 dB is no gap
-    table["MinMax SQNR dB"] = [29.0, 38.0]
-    assert "no point has a material gap" in minmax_gaps(table, ["MinMax", "Percentile", "OMSE", "KL"])
+    text = minmax_gaps(sqnr)
+    assert "block 1 · intSoft" in text and "9.0 dB below Percentile" in text and "mlp_act" not in text  # 1.5 dB
+    sqnr["MinMax"] = [29.0, 38.0]
+    assert "no point has a material gap" in minmax_gaps(sqnr)
+
+
+def test_metrics_table_gives_a_failed_observer_its_reason_and_no_numbers() -> None:
+    run = run_calibration(load_demo_model(), demo_batches("train", 8, 1), load_config(RECOMMENDED))
+    key = (0, "intSoft")
+    fitted = point_summary(run, key, run.point_config("MinmaxObserver", key))
+    table = metrics_table({"MinMax": fitted, "KL": FitFailure("no negative half")}, FitFailure("bad draft"))
+    assert list(table.columns[:2]) == ["observer", "failed because"]
+    assert list(table["failed because"]) == ["", "no negative half"]
+    assert table.loc[0, "MSE"] == fitted.mse and table.iloc[1, 2:].isna().all()
+    assert "failed because" not in metrics_table({"MinMax": fitted}, FitFailure("bad draft")).columns

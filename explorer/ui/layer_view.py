@@ -10,7 +10,7 @@ import pandas as pd
 import streamlit as st
 import torch
 
-from explorer.analysis import DistributionFacts, ObserverSummary
+from explorer.analysis import DistributionFacts, FitFailure, ObserverSummary
 from explorer.charts import ClipRange, channel_range_figure, channel_scale_figure, histogram_figure
 from explorer.config import ConfigError, PointConfig
 from explorer.observers import observer_label
@@ -34,19 +34,21 @@ ALL_VALUES = -1
 """The "Histogram of" choice that shows every value rather than one channel."""
 
 
-def observer_results(loaded: Loaded, block: int, name: str, draft: PointConfig | str) -> dict[str, ObserverResult]:
-    """The four calibrated observers and the tuned draft on one point, by label (errors as text)."""
+def observer_results(
+    loaded: Loaded, block: int, name: str, draft: PointConfig | FitFailure
+) -> dict[str, ObserverResult]:
+    """The four calibrated observers and the tuned draft on one point, by label (or why each failed)."""
     run, run_id = loaded.run, loaded.settings.run_id
     results: dict[str, ObserverResult] = {
         observer_label(t): r for t, r in calibrated_summaries(run, run_id, block, name).items()
     }
-    if isinstance(draft, str):
+    if isinstance(draft, FitFailure):
         results[TUNED_LABEL] = draft
     else:
         try:
             results[TUNED_LABEL] = tuned_summary(run, run_id, block, name, draft)
         except (ConfigError, ValueError, RuntimeError) as exc:
-            results[TUNED_LABEL] = str(exc)
+            results[TUNED_LABEL] = FitFailure(str(exc))
     return results
 
 
@@ -59,7 +61,7 @@ def show_failures(results: Mapping[str, ObserverResult], block: int, name: str) 
     """One ``st.error`` per calibrated observer that could not produce parameters on this point
     (the tuned one's error is shown with its metrics)."""
     for label, result in results.items():
-        if isinstance(result, str) and label != TUNED_LABEL:
+        if isinstance(result, FitFailure) and label != TUNED_LABEL:
             st.error(f"{label} on block {block} {name}: {result}")
 
 
@@ -76,11 +78,14 @@ def clip_lines(summaries: Mapping[str, ObserverSummary], channel: int = ALL_VALU
     return lines
 
 
-def metrics_table(results: Mapping[str, ObserverResult], tuned_point: PointConfig | str) -> pd.DataFrame:
-    """One row per observer: clip range (widest over channels), median scale and the error it causes."""
+def metrics_table(results: Mapping[str, ObserverResult], tuned_point: PointConfig | FitFailure) -> pd.DataFrame:
+    """One row per observer: clip range (widest over channels), median scale and the error it causes.
+
+    When some observer failed, a ``failed because`` column (second) gives its reason; its other cells are empty.
+    """
     rows = []
     for label, result in results.items():
-        row: dict[str, object] = {"observer": label}
+        row: dict[str, object] = {"observer": label, "failed because": ""}
         if label == TUNED_LABEL and isinstance(tuned_point, PointConfig):
             row["observer"] = f"{label} ({observer_label(tuned_point.observer_type)})"
         if isinstance(result, ObserverSummary):
@@ -96,13 +101,13 @@ def metrics_table(results: Mapping[str, ObserverResult], tuned_point: PointConfi
                     "clipped %": 100 * result.clipped_fraction,
                     "clipping MSE": result.clip_mse,
                     "rounding MSE": result.round_mse,
-                    "note": "",
                 }
             )
         else:
-            row["note"] = f"failed: {result}"
+            row["failed because"] = result.reason
         rows.append(row)
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    return table if (table["failed because"] != "").any() else table.drop(columns="failed because")
 
 
 def log_grid_levels(summary: ObserverSummary, bits: int, channel: int = ALL_VALUES) -> tuple[str, np.ndarray]:
@@ -129,7 +134,7 @@ def _channel_label(facts: DistributionFacts) -> dict[int, str]:
     return labels
 
 
-def tuned_metrics(results: Mapping[str, ObserverResult], draft: PointConfig | str) -> None:
+def tuned_metrics(results: Mapping[str, ObserverResult], draft: PointConfig | FitFailure) -> None:
     """The tuned observer's clip range and error, with the SQNR change against its calibrated counterpart."""
     tuned = results[TUNED_LABEL]
     if not isinstance(tuned, ObserverSummary) or not isinstance(draft, PointConfig):
@@ -202,6 +207,7 @@ def layer_tab(loaded: Loaded, block: int, name: str) -> None:
         metrics_table(results, draft),
         hide_index=True,
         key="layer_metrics",
+        placeholder="—",
         column_config={
             "clip min": st.column_config.NumberColumn(format="%.4g"),
             "clip max": st.column_config.NumberColumn(format="%.4g"),

@@ -12,7 +12,7 @@ from typing import Any
 
 import streamlit as st
 
-from explorer.analysis import as_observer_type
+from explorer.analysis import FitFailure, as_observer_type
 from explorer.bit_type import MAX_BITS, MIN_BITS, BitType
 from explorer.config import CALIBRATION_MODES, ConfigError, PointConfig, QuantConfig, apply_point, module_type_of
 from explorer.observers import ParamSpec, observer_label, observer_names, observer_params
@@ -107,7 +107,7 @@ def _reset(name: str, block: int) -> None:
     st.session_state.pop(MESSAGE, None)
 
 
-def tuning_panel(block: int, name: str, check: Callable[[PointConfig], object]) -> PointConfig | str:
+def tuning_panel(block: int, name: str, check: Callable[[PointConfig], object]) -> PointConfig | FitFailure:
     """The tuning widgets of one point; returns the draft, or the error that makes it invalid.
 
     ``check(draft)`` raises ValueError when the draft cannot be fitted on this point's data.
@@ -163,7 +163,7 @@ def tuning_panel(block: int, name: str, check: Callable[[PointConfig], object]) 
     try:
         return draft_point(current, _widget_state())
     except (ConfigError, ValueError) as exc:
-        return str(exc)
+        return FitFailure(str(exc))
 
 
 def _param_input(spec: ParamSpec, bit_type: BitType, disabled: bool) -> None:
