@@ -22,11 +22,13 @@ from explorer.analysis import DistributionFacts, FitFailure, point_summary, run_
 from explorer.bit_type import BitType
 from explorer.config import ConfigError, apply_point, load_config, point_changes
 from explorer.data import demo_batches, load_demo_model, models
+from explorer.observers.registry import all_params
+from explorer.ui import keys
 from explorer.ui.explain import explain_facts, minmax_gaps
 from explorer.ui.layer_view import metrics_table
 from explorer.ui.serving import ROOTS_ENV, SERVE_ENV
 from explorer.ui.sidebar import UPLOAD_CONFIG
-from explorer.ui.tuning import draft_point, widget_values
+from explorer.ui.tuning import draft_point, param_key, widget_values
 
 APP = Path(__file__).resolve().parents[1] / "app.py"
 TIMEOUT_S = 900  # the first run calibrates the demo; a loaded 2-core machine can take minutes
@@ -424,6 +426,13 @@ def tuned_values(**changes: object) -> dict[str, object]:
     values = widget_values(load_config(RECOMMENDED).point("mlp_act", 1))
     values.update(changes)
     return values
+
+
+def test_session_state_keys_are_distinct() -> None:
+    """Two names for one key would make two widgets share (and fight over) one value."""
+    values = [value for name, value in vars(keys).items() if name.isupper()]
+    assert len(values) == len(set(values))
+    assert {param_key(name) for name in all_params()}.isdisjoint(values)  # a parameter named "bits" would clash
 
 
 def test_draft_point_reads_only_the_chosen_observers_parameters() -> None:

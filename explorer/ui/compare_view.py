@@ -11,6 +11,7 @@ from explorer.analysis import FitFailure, metric_matrix, wins
 from explorer.charts import error_heatmap, histogram_figure, wins_figure
 from explorer.config import ConfigError
 from explorer.observers import observer_label
+from explorer.ui import keys
 from explorer.ui.explain import minmax_gaps
 from explorer.ui.layer_view import ALL_VALUES, clip_lines
 from explorer.ui.session import (
@@ -71,7 +72,7 @@ def side_by_side(loaded: Loaded, block: int, name: str) -> None:
                 continue
             (clip,) = clip_lines({label: result})
             figure = histogram_figure(edges, counts, [clip], True, label, height=220, legend=False)
-            st.plotly_chart(figure, key=f"cmp_hist_{label}")
+            st.plotly_chart(figure, key=keys.CMP_HIST_PREFIX + label)
             st.metric(f"{label} SQNR", f"{result.sqnr_db:.2f} dB")
             st.caption(
                 f"clip [{clip.lo:.4g}, {clip.hi:.4g}] · MSE {result.mse:.4g} · "
@@ -114,12 +115,12 @@ def display_table(table: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def open_in_layer(pick_key: str = "cmp_pick") -> None:
+def open_in_layer(pick_key: str = keys.CMP_PICK) -> None:
     """Callback: select the point picked (``"block · point"``) in widget ``pick_key`` and switch to the Layer tab."""
     block, point = st.session_state[pick_key].split(" · ")
-    st.session_state["sel_block"] = int(block)
-    st.session_state["sel_point"] = point
-    st.session_state["view"] = "Layer"
+    st.session_state[keys.SEL_BLOCK] = int(block)
+    st.session_state[keys.SEL_POINT] = point
+    st.session_state[keys.VIEW] = "Layer"
 
 
 def all_points(loaded: Loaded) -> None:
@@ -130,24 +131,24 @@ def all_points(loaded: Loaded) -> None:
     st.markdown(minmax_gaps(metric_matrix(table, "sqnr_db")))
     heat_col, wins_col = st.columns([2, 1], gap="large")
     with heat_col:
-        metric = st.radio("Colour", list(HEAT_METRICS), horizontal=True, key="heat_metric")
+        metric = st.radio("Colour", list(HEAT_METRICS), horizontal=True, key=keys.HEAT_METRIC)
         _, higher_is_better = HEAT_METRICS[metric]
         values = heat_values(table, metric)
         st.plotly_chart(
             error_heatmap(values.to_numpy(dtype=float), rows, list(values.columns), metric, higher_is_better),
-            key="heatmap",
+            key=keys.HEATMAP,
         )
     with wins_col:
-        st.plotly_chart(wins_figure(wins(table), "Least MSE: points won"), key="wins")
+        st.plotly_chart(wins_figure(wins(table), "Least MSE: points won"), key=keys.WINS)
         winners = table[table["best"]]
         by_kind = winners.groupby("kind")["label"].agg(lambda w: w.value_counts().idxmax())
         st.markdown("\n".join(f"- most often best on **{kind}** points: {best}" for kind, best in by_kind.items()))
-        st.selectbox("Inspect a point", rows, key="cmp_pick")
-        st.button("Open in the Layer tab", key="cmp_open", on_click=open_in_layer)
+        st.selectbox("Inspect a point", rows, key=keys.CMP_PICK)
+        st.button("Open in the Layer tab", key=keys.CMP_OPEN, on_click=open_in_layer)
     st.dataframe(
         display_table(table),
         hide_index=True,
-        key="error_table",
+        key=keys.ERROR_TABLE,
         placeholder="—",
         column_config={
             "MSE": st.column_config.NumberColumn(format="%.3e"),

@@ -15,6 +15,7 @@ from explorer.charts import ClipRange, channel_range_figure, channel_scale_figur
 from explorer.config import ConfigError, PointConfig
 from explorer.observers import observer_label
 from explorer.quant_ops import log_levels
+from explorer.ui import keys
 from explorer.ui.convergence_view import convergence_chart
 from explorer.ui.explain import explain_facts
 from explorer.ui.session import (
@@ -27,7 +28,7 @@ from explorer.ui.session import (
     reset_when_changed,
     tuned_summary,
 )
-from explorer.ui.tuning import TUNED, tuning_panel
+from explorer.ui.tuning import tuning_panel
 
 TUNED_LABEL = "Tuned"
 ALL_VALUES = -1
@@ -167,19 +168,19 @@ def layer_tab(loaded: Loaded, block: int, name: str) -> None:
             st.error(str(exc))
             return
         labels = _channel_label(facts)
-        reset_when_changed("hist_for", (run_id, name), {"hist_channel": ALL_VALUES})
+        reset_when_changed(keys.HIST_FOR, (run_id, name), {keys.HIST_CHANNEL: ALL_VALUES})
         col1, col2, col3 = st.columns([1, 1, 2])
-        log_y = col1.toggle("Log count axis", value=True, key="hist_log")
+        log_y = col1.toggle("Log count axis", value=True, key=keys.HIST_LOG)
         log2_x = (
             col2.toggle(
                 "log2 x axis",
-                key="hist_log2",
+                key=keys.HIST_LOG2,
                 disabled=facts.min < 0,
                 help="For points ≥ 0 (the softmax): values on a log2 axis, with the levels of a log grid.",
             )
             and facts.min >= 0
         )
-        channel = col3.selectbox("Histogram of", list(labels), format_func=labels.__getitem__, key="hist_channel")
+        channel = col3.selectbox("Histogram of", list(labels), format_func=labels.__getitem__, key=keys.HIST_CHANNEL)
         title = f"Block {block} · {name}" + ("" if channel == ALL_VALUES else f" · channel {channel}")
         tuned = summaries.get(TUNED_LABEL)
         if log2_x and isinstance(tuned, ObserverSummary) and isinstance(draft, PointConfig):
@@ -189,11 +190,13 @@ def layer_tab(loaded: Loaded, block: int, name: str) -> None:
                 edges, counts, clip_lines(summaries, channel), log_y, title, log2_x=True, levels=levels
             )
             preview = " (a preview: the tuned grid is uniform)" if tuned.quantizer == "uniform" else ""
-            st.plotly_chart(figure, key="hist")
+            st.plotly_chart(figure, key=keys.HIST)
             st.caption(f"Dotted: the {len(levels)} levels of the tuned {grid} grid at its clip max{preview}.")
         else:
             edges, counts = point_histogram(run, run_id, block, name, channel)
-            st.plotly_chart(histogram_figure(edges, counts, clip_lines(summaries, channel), log_y, title), key="hist")
+            st.plotly_chart(
+                histogram_figure(edges, counts, clip_lines(summaries, channel), log_y, title), key=keys.HIST
+            )
         if channel == ALL_VALUES and any(s.clip_min.size > 1 for s in summaries.values()):
             st.caption(
                 "Channel-wise observers are drawn at their widest channel (lowest clip min, highest clip max); "
@@ -206,7 +209,7 @@ def layer_tab(loaded: Loaded, block: int, name: str) -> None:
     st.dataframe(
         metrics_table(results, draft),
         hide_index=True,
-        key="layer_metrics",
+        key=keys.LAYER_METRICS,
         placeholder="—",
         column_config={
             "clip min": st.column_config.NumberColumn(format="%.4g"),
@@ -224,7 +227,7 @@ def layer_tab(loaded: Loaded, block: int, name: str) -> None:
         },
     )
     st.markdown("##### What the data says")
-    tuned_point = st.session_state[TUNED].point(name, block)
+    tuned_point = st.session_state[keys.TUNED].point(name, block)
     sentences = explain_facts(facts, tuned_point.calibration_mode == "channel_wise", tuned_point.bit_type)
     st.markdown("\n".join(f"- {sentence}" for sentence in sentences))
     st.markdown("##### Per channel")
@@ -234,6 +237,6 @@ def layer_tab(loaded: Loaded, block: int, name: str) -> None:
     col1, col2 = st.columns(2)
     col1.plotly_chart(
         channel_range_figure(facts.channel_min, facts.channel_max, ranges, "Clip range per channel (x: channel)"),
-        key="ch_range",
+        key=keys.CH_RANGE,
     )
-    col2.plotly_chart(channel_scale_figure(scales, channels, title="Scale per channel (x: channel)"), key="ch_scale")
+    col2.plotly_chart(channel_scale_figure(scales, channels, title="Scale per channel (x: channel)"), key=keys.CH_SCALE)
