@@ -21,13 +21,13 @@ from streamlit.testing.v1 import AppTest
 from explorer.analysis import DistributionFacts, FitFailure, point_summary, run_calibration
 from explorer.bit_type import BitType
 from explorer.config import ConfigError, apply_point, load_config, point_changes
-from explorer.data import demo_batches, load_demo_model, models
+from explorer.data import batched, demo_batches, demo_split_size, load_demo_model, models
 from explorer.observers.registry import all_params
 from explorer.ui import keys
 from explorer.ui.explain import explain_facts, minmax_gaps
 from explorer.ui.layer_view import metrics_table
 from explorer.ui.serving import ROOTS_ENV, SERVE_ENV
-from explorer.ui.sidebar import UPLOAD_CONFIG
+from explorer.ui.sidebar import UPLOAD_CONFIG, batches_note
 from explorer.ui.tuning import draft_point, param_key, widget_values
 
 APP = Path(__file__).resolve().parents[1] / "app.py"
@@ -426,6 +426,26 @@ def tuned_values(**changes: object) -> dict[str, object]:
     values = widget_values(load_config(RECOMMENDED).point("mlp_act", 1))
     values.update(changes)
     return values
+
+
+@pytest.mark.parametrize(("available", "num_batches", "batch_size"), [(1437, 100, 32), (64, 4, 16), (50, 3, 25)])
+def test_batches_note_says_what_runs(available: int, num_batches: int, batch_size: int) -> None:
+    runs = batched(torch.zeros(available, 1), batch_size, num_batches)
+    note = batches_note(available, num_batches, batch_size)
+    if len(runs) == num_batches and len(runs[-1]) == batch_size:
+        assert note == ""
+    else:
+        assert f"{num_batches} × {batch_size} runs as **{len(runs)} batch(es)**" in note
+        assert (f"the last of {len(runs[-1])}" in note) == (len(runs[-1]) < batch_size)
+    assert "Fewer batches" in batches_note(None, num_batches, batch_size)
+
+
+def test_sidebar_says_how_many_demo_batches_run() -> None:
+    at = open_app()
+    at.number_input(key="num_batches").set_value(100).run()
+    assert at.number_input(key="batch_size").value == 32
+    runs = batched(torch.zeros(demo_split_size("train"), 1), 32, 100)
+    assert any(f"runs as **{len(runs)} batch(es)**, the last of {len(runs[-1])}" in c.value for c in at.caption)
 
 
 def test_session_state_keys_are_distinct() -> None:

@@ -14,7 +14,7 @@ from typing import Any
 import streamlit as st
 
 from explorer.config import ConfigError, QuantConfig, load_config
-from explorer.data import DEMO_ARCH
+from explorer.data import DEMO_ARCH, batches_used
 from explorer.data.calibration import IMAGE_EXTENSIONS, TENSOR_EXTENSIONS
 from explorer.data.models import (
     CHECKPOINT_EXTENSIONS,
@@ -27,7 +27,7 @@ from explorer.stats import DEFAULT_ALPHA_FLOOR
 from explorer.ui import keys
 from explorer.ui.runfile_source import RUN_FILE_EXTENSIONS, RunFileSource
 from explorer.ui.serving import PATHS_DISABLED, path_policy
-from explorer.ui.sources import DataSource, ModelSource, Settings, Upload, available_devices
+from explorer.ui.sources import DataSource, ModelSource, Settings, Upload, available_devices, known_image_count
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 DEFAULT_CONFIG = "recommended_config.yaml"
@@ -183,12 +183,29 @@ def model_bounds(arch: str) -> CalibrationBounds | None:
         return None
 
 
-def batch_inputs(bounds: CalibrationBounds | None) -> tuple[int, int, bool]:
-    """Batches and batch size, the model's maxima shown beside them; False (with the reason shown)
-    when they exceed the model's bounds."""
+def batches_note(available: int | None, num_batches: int, batch_size: int) -> str:
+    """What the data makes of the batches asked for: fewer batches when it holds fewer images (``available``;
+    None when not known before calibrating); empty when every batch is filled."""
+    if available is None:
+        return "Fewer batches run when the data holds fewer images."
+    if available >= num_batches * batch_size:
+        return ""
+    used = batches_used(available, batch_size, num_batches)
+    last = available - (used - 1) * batch_size
+    return f"The data holds {available:,} images: {num_batches} × {batch_size} runs as **{used} batch(es)**" + (
+        f", the last of {last}." if last < batch_size else "."
+    )
+
+
+def batch_inputs(bounds: CalibrationBounds | None, available: int | None) -> tuple[int, int, bool]:
+    """Batches and batch size, with how many batches the data allows (``available`` images, when known)
+    and the model's maxima beside them; False (with the reason shown) when they exceed the model's bounds."""
     col1, col2 = st.columns(2)
     num_batches = int(col1.number_input("Batches", 1, MAX_BATCHES, DEFAULT_BATCHES, key=keys.NUM_BATCHES))
     batch_size = int(col2.number_input("Batch size", 1, MAX_BATCH_SIZE, DEFAULT_BATCH_SIZE, key=keys.BATCH_SIZE))
+    note = batches_note(available, num_batches, batch_size)
+    if note:
+        st.caption(note)
     if bounds is None:
         return num_batches, batch_size, True
     st.caption(
@@ -241,7 +258,7 @@ def sidebar() -> SidebarResult:
         model = model_source()
         data = data_source()
         num_batches, batch_size, sizes_ok = batch_inputs(
-            model_bounds(model.name if model.kind != "demo" else DEMO_ARCH)
+            model_bounds(model.name if model.kind != "demo" else DEMO_ARCH), known_image_count(data)
         )
         alpha_floor = float(
             st.number_input(
