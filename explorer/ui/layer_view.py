@@ -148,7 +148,13 @@ def tuned_metrics(results: Mapping[str, ObserverResult], draft: PointConfig | Fi
     columns = st.columns(5)
     columns[0].metric("Tuned clip min", f"{np.min(tuned.clip_min):.5g}", help=f"Lowest clip min{widest}.")
     columns[1].metric("Tuned clip max", f"{np.max(tuned.clip_max):.5g}", help=f"Highest clip max{widest}.")
-    columns[2].metric("Tuned SQNR", f"{tuned.sqnr_db:.2f} dB", delta=delta, help=f"Change against calibrated {label}.")
+    columns[2].metric(
+        "Tuned SQNR",
+        f"{tuned.sqnr_db:.2f} dB",
+        delta=delta,
+        delta_arrow="off",  # the sign says it; without the arrow the change fits on one line at 1100 px
+        help=f"Change against calibrated {label}.",
+    )
     columns[3].metric("Tuned MSE", f"{tuned.mse:.4g}")
     columns[4].metric("Tuned clipped", f"{100 * tuned.clipped_fraction:.4f} %")
 
@@ -169,10 +175,10 @@ def layer_tab(loaded: Loaded, block: int, name: str) -> None:
             return
         labels = _channel_label(facts)
         reset_when_changed(keys.HIST_FOR, (run_id, name), {keys.HIST_CHANNEL: ALL_VALUES})
-        col1, col2, col3 = st.columns([1, 1, 2])
-        log_y = col1.toggle("Log count axis", value=True, key=keys.HIST_LOG)
+        axes, pick = st.columns([1, 1.6])  # toggles stacked: side by side their labels are cut at 1100 px
+        log_y = axes.toggle("Log count axis", value=True, key=keys.HIST_LOG)
         log2_x = (
-            col2.toggle(
+            axes.toggle(
                 "log2 x axis",
                 key=keys.HIST_LOG2,
                 disabled=facts.min < 0,
@@ -180,7 +186,7 @@ def layer_tab(loaded: Loaded, block: int, name: str) -> None:
             )
             and facts.min >= 0
         )
-        channel = col3.selectbox("Histogram of", list(labels), format_func=labels.__getitem__, key=keys.HIST_CHANNEL)
+        channel = pick.selectbox("Histogram of", list(labels), format_func=labels.__getitem__, key=keys.HIST_CHANNEL)
         title = f"Block {block} · {name}" + ("" if channel == ALL_VALUES else f" · channel {channel}")
         tuned = summaries.get(TUNED_LABEL)
         if log2_x and isinstance(tuned, ObserverSummary) and isinstance(draft, PointConfig):
@@ -212,6 +218,9 @@ def layer_tab(loaded: Loaded, block: int, name: str) -> None:
         key=keys.LAYER_METRICS,
         placeholder="—",
         column_config={
+            "failed because": st.column_config.TextColumn(
+                width="medium", help="Why this observer gave no parameters here (the full text is above)"
+            ),
             "clip min": st.column_config.NumberColumn(format="%.4g"),
             "clip max": st.column_config.NumberColumn(format="%.4g"),
             "scale (median)": st.column_config.NumberColumn(format="%.4g"),
