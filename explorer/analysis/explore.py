@@ -303,8 +303,8 @@ class ErrorRow:
 
     block: int
     point: str
-    kind: str  # "weight" or "activation"
-    observer: str  # registry name, e.g. "MinMaxObserver"
+    kind: str  # module type: "linear_weight" or "activation"
+    observer: str  # registry name, e.g. "MinmaxObserver"
     label: str  # its display name, e.g. "MinMax"
     mse: float
     sqnr_db: float

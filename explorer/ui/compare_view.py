@@ -127,8 +127,9 @@ def all_points(loaded: Loaded) -> None:
     """Heatmap, wins and the full error table over every point."""
     st.markdown("##### All points")
     table = cached_error_table(loaded.run, loaded.settings.run_id)
-    rows = [f"{b} · {p}" for b, p in metric_matrix(table, "mse").index]
-    st.markdown(minmax_gaps(metric_matrix(table, "sqnr_db")))
+    sqnr = metric_matrix(table, "sqnr_db")
+    rows = [f"{b} · {p}" for b, p in sqnr.index]
+    st.markdown(minmax_gaps(sqnr))
     heat_col, wins_col = st.columns([2, 1], gap="large")
     with heat_col:
         metric = st.radio("Colour", list(HEAT_METRICS), horizontal=True, key=keys.HEAT_METRIC)
