@@ -15,9 +15,19 @@ from typing import Any
 import numpy as np
 import plotly.graph_objects as go
 
-from explorer.analysis import ExplorerRun, ObserverResult, ObserverSummary, error_table, histogram, observer_results
+from explorer.analysis import (
+    ExplorerRun,
+    FitFailure,
+    ObserverResult,
+    ObserverSummary,
+    error_table,
+    histogram,
+    metric_matrix,
+    observer_results,
+    wins,
+)
 from explorer.charts import ClipRange, error_heatmap, histogram_figure, wins_figure
-from explorer.observers import observer_label, observer_names
+from explorer.observers import observer_label
 from explorer.ui.explain import POINT_DESCRIPTIONS, minmax_gaps
 from explorer.vit import PointKey
 
@@ -74,7 +84,7 @@ def _point_section(
          f"{s.sqnr_db:.2f}", f"{100 * s.clipped_fraction:.4f}"]
         for s in summaries.values()
     ]  # fmt: skip
-    rows += [[observer_label(t), f"failed: {r}", "", "", ""] for t, r in results.items() if isinstance(r, str)]
+    rows += [[observer_label(t), f"failed: {r}", "", "", ""] for t, r in results.items() if isinstance(r, FitFailure)]
     table = _table(["observer", "clip range (widest over channels)", "MSE", "SQNR dB", "clipped %"], rows)
     edges, counts = histogram(run.stats(key))
     clips = [ClipRange(s.label, float(np.min(s.clip_min)), float(np.max(s.clip_max))) for s in summaries.values()]
@@ -88,21 +98,26 @@ def report_html(
     ``progress(done, total)`` is called after each point's summaries."""
     results: dict[PointKey, dict[str, ObserverResult]] = {}
     for i, key in enumerate(run.points):
-        results[key] = observer_results(run, key) if key in run.capture.stats else {}
+        results[key] = observer_results(run, key)  # a point without statistics: every observer's failure says so
         if progress is not None:
             progress(i + 1, len(run.points))
-    table = error_table(run, {k: r or {t: "no statistics" for t in observer_names()} for k, r in results.items()})
-    labels = [observer_label(t) for t in observer_names()]
-    rows = [f"{b} · {p}" for b, p in zip(table["block"], table["point"], strict=True)]
-    sqnr = table[[f"{label} SQNR dB" for label in labels]].to_numpy(dtype=float)
-    wins = {label: int((table["winner"] == label).sum()) for label in labels}
+    table = error_table(run, results)
+    sqnr = metric_matrix(table, "sqnr_db")
+    rows = [f"{b} · {p}" for b, p in sqnr.index]
     parts: list[str | go.Figure] = [
         f"<h1>{html.escape(title)}</h1>",
         _provenance(run, header),
         "<h2>All points</h2>",
-        _markdown(minmax_gaps(table, labels)),
-        error_heatmap(sqnr, rows, labels, "SQNR dB", True, "SQNR per point and observer (higher is better)"),
-        wins_figure(wins, "Least MSE: points won"),
+        _markdown(minmax_gaps(sqnr)),
+        error_heatmap(
+            sqnr.to_numpy(dtype=float),
+            rows,
+            list(sqnr.columns),
+            "SQNR dB",
+            True,
+            "SQNR per point and observer (higher is better)",
+        ),
+        wins_figure(wins(table), "Least MSE: points won"),
         "<h2>Every point</h2>",
     ]
     for key in run.points:

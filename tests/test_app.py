@@ -18,14 +18,17 @@ from huggingface_hub import try_to_load_from_cache
 from safetensors.torch import save_file
 from streamlit.testing.v1 import AppTest
 
-from explorer.analysis import DistributionFacts
+from explorer.analysis import DistributionFacts, FitFailure, point_summary, run_calibration
 from explorer.bit_type import BitType
 from explorer.config import ConfigError, apply_point, load_config, point_changes
-from explorer.data import load_demo_model, models
+from explorer.data import batched, demo_batches, demo_split_size, load_demo_model, models
+from explorer.observers.registry import all_params
+from explorer.ui import keys
 from explorer.ui.explain import explain_facts, minmax_gaps
+from explorer.ui.layer_view import metrics_table
 from explorer.ui.serving import ROOTS_ENV, SERVE_ENV
-from explorer.ui.sidebar import UPLOAD_CONFIG
-from explorer.ui.tuning import draft_point, widget_values
+from explorer.ui.sidebar import UPLOAD_CONFIG, batches_note
+from explorer.ui.tuning import draft_point, param_key, widget_values
 
 APP = Path(__file__).resolve().parents[1] / "app.py"
 TIMEOUT_S = 900  # the first run calibrates the demo; a loaded 2-core machine can take minutes
@@ -184,9 +187,10 @@ def test_compare_view_shows_observers_side_by_side_and_over_all_points() -> None
     show_tab(at, "Compare")
     assert not errors(at)
     assert any(m.value == "##### The four observers on block 0 · mlp_act" for m in at.markdown)
-    table = table_with(at, "winner")
-    assert len(table) == 4 * 8  # every block × point
-    assert {"MinMax SQNR dB", "KL MSE"} <= set(table.columns)
+    table = table_with(at, "least MSE")
+    assert len(table) == 4 * 8 * 4  # every block × point × observer
+    assert list(table["observer"][:4]) == ["MinMax", "Percentile", "OMSE", "KL"]
+    assert table.groupby(["block", "point"])["least MSE"].sum().eq(1).all()
     assert len(at.get("plotly_chart")) == 6  # four small histograms, the heatmap, the wins
     assert any(m.value.startswith("**Where MinMax falls apart") for m in at.markdown)
     at.selectbox(key="cmp_pick").set_value("2 · intSoft")
@@ -394,9 +398,9 @@ def test_real_size_vit_tiny_default_batches_shows_every_view() -> None:
     table = table_with(at, "observer")
     assert np.isfinite(table["SQNR dB"]).all() and {"clipping MSE", "rounding MSE"} <= set(table.columns)
     show_tab(at, "Compare")
-    rows = table_with(at, "winner")
-    assert len(rows) == 12 * 8
-    assert np.isfinite(rows.filter(like="MSE").to_numpy(dtype=float)).all()
+    rows = table_with(at, "least MSE")
+    assert len(rows) == 12 * 8 * 4
+    assert np.isfinite(rows[["MSE", "SQNR dB", "clipped %"]].to_numpy(dtype=float)).all()
 
 
 def test_nan_activations_are_reported_per_point(tmp_path: Path) -> None:
@@ -422,6 +426,33 @@ def tuned_values(**changes: object) -> dict[str, object]:
     values = widget_values(load_config(RECOMMENDED).point("mlp_act", 1))
     values.update(changes)
     return values
+
+
+@pytest.mark.parametrize(("available", "num_batches", "batch_size"), [(1437, 100, 32), (64, 4, 16), (50, 3, 25)])
+def test_batches_note_says_what_runs(available: int, num_batches: int, batch_size: int) -> None:
+    runs = batched(torch.zeros(available, 1), batch_size, num_batches)
+    note = batches_note(available, num_batches, batch_size)
+    if len(runs) == num_batches and len(runs[-1]) == batch_size:
+        assert note == ""
+    else:
+        assert f"{num_batches} × {batch_size} runs as **{len(runs)} batch(es)**" in note
+        assert (f"the last of {len(runs[-1])}" in note) == (len(runs[-1]) < batch_size)
+    assert "Fewer batches" in batches_note(None, num_batches, batch_size)
+
+
+def test_sidebar_says_how_many_demo_batches_run() -> None:
+    at = open_app()
+    at.number_input(key="num_batches").set_value(100).run()
+    assert at.number_input(key="batch_size").value == 32
+    runs = batched(torch.zeros(demo_split_size("train"), 1), 32, 100)
+    assert any(f"runs as **{len(runs)} batch(es)**, the last of {len(runs[-1])}" in c.value for c in at.caption)
+
+
+def test_session_state_keys_are_distinct() -> None:
+    """Two names for one key would make two widgets share (and fight over) one value."""
+    values = [value for name, value in vars(keys).items() if name.isupper()]
+    assert len(values) == len(set(values))
+    assert {param_key(name) for name in all_params()}.isdisjoint(values)  # a parameter named "bits" would clash
 
 
 def test_draft_point_reads_only_the_chosen_observers_parameters() -> None:
@@ -479,15 +510,22 @@ def test_explain_facts_in_plain_sentences() -> None:
 
 
 def test_minmax_gaps_only_when_material() -> None:
-    table = pd.DataFrame(
-        {
-            "block": [0, 1],
-            "point": ["mlp_act", "intSoft"],
-            **{f"{label} SQNR dB": [30.0, 40.0] for label in ("Percentile", "OMSE", "KL")},
-            "MinMax SQNR dB": [28.5, 31.0],
-        }
+    sqnr = pd.DataFrame(
+        {"MinMax": [28.5, 31.0], "Percentile": [30.0, 40.0], "OMSE": [29.0, 39.0], "KL": [30.0, 40.0]},
+        index=pd.MultiIndex.from_tuples([(0, "mlp_act"), (1, "intSoft")]),
     )
-    text = minmax_gaps(table, ["MinMax", "Percentile", "OMSE", "KL"])
-    assert "block 1 · intSoft" in text and "9.0 dB below" in text and "mlp_act" not in text  # 1.5 dB is no gap
-    table["MinMax SQNR dB"] = [29.0, 38.0]
-    assert "no point has a material gap" in minmax_gaps(table, ["MinMax", "Percentile", "OMSE", "KL"])
+    text = minmax_gaps(sqnr)
+    assert "block 1 · intSoft" in text and "9.0 dB below Percentile" in text and "mlp_act" not in text  # 1.5 dB
+    sqnr["MinMax"] = [29.0, 38.0]
+    assert "no point has a material gap" in minmax_gaps(sqnr)
+
+
+def test_metrics_table_gives_a_failed_observer_its_reason_and_no_numbers() -> None:
+    run = run_calibration(load_demo_model(), demo_batches("train", 8, 1), load_config(RECOMMENDED))
+    key = (0, "intSoft")
+    fitted = point_summary(run, key, run.point_config("MinmaxObserver", key))
+    table = metrics_table({"MinMax": fitted, "KL": FitFailure("no negative half")}, FitFailure("bad draft"))
+    assert list(table.columns[:2]) == ["observer", "failed because"]
+    assert list(table["failed because"]) == ["", "no negative half"]
+    assert table.loc[0, "MSE"] == fitted.mse and table.iloc[1, 2:].isna().all()
+    assert "failed because" not in metrics_table({"MinMax": fitted}, FitFailure("bad draft")).columns

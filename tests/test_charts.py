@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from explorer.charts import (
@@ -10,6 +11,7 @@ from explorer.charts import (
     channel_range_figure,
     channel_scale_figure,
     color_of,
+    convergence_figure,
     error_heatmap,
     histogram_figure,
     observer_colors,
@@ -101,3 +103,20 @@ def test_wins_figure_bars_in_observer_colours() -> None:
 @pytest.mark.parametrize("label", ["Tuned (KL)", "Tuned"])
 def test_tuned_labels_share_the_tuned_colour(label: str) -> None:
     assert color_of(label) == observer_colors()["Tuned"]
+
+
+def test_convergence_draws_each_observers_ends_with_the_legend_clear_of_the_axis() -> None:
+    table = pd.DataFrame(
+        {
+            "observer_type": ["MinmaxObserver"] * 2 + ["PercentileObserver"] * 2,
+            "batches": [1, 2, 1, 2],
+            "clip_min": [-1.0, -1.5, -0.8, -0.9],
+            "clip_max": [2.0, 2.5, 1.8, 1.9],
+        }
+    )
+    fig = convergence_figure(table, {"MinmaxObserver": "MinMax", "PercentileObserver": "Percentile"})
+    assert [t.name for t in fig.data] == ["MinMax max", "MinMax min", "Percentile max", "Percentile min"]
+    np.testing.assert_allclose(fig.data[1].y, [-1.0, -1.5])
+    legend = fig.layout.legend
+    assert (legend.yref, legend.y, legend.yanchor) == ("container", 0, "bottom")  # at the foot, not over the ticks
+    assert fig.layout.margin.b > 0

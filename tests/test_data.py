@@ -18,9 +18,11 @@ from explorer.data import (
     DataLoadError,
     ModelLoadError,
     batched,
+    batches_used,
     demo_batches,
     demo_images,
     demo_split,
+    demo_split_size,
     load_checkpoint,
     load_demo_model,
     load_demo_spec,
@@ -63,6 +65,7 @@ def test_demo_split_sizes_and_determinism() -> None:
     test_x, test_y = demo_split("test")
     assert train_x.shape == (1437, 3, 16, 16) and test_x.shape == (360, 3, 16, 16)
     assert train_y.shape == (1437,) and test_y.shape == (360,)
+    assert (demo_split_size("train"), demo_split_size("test")) == (len(train_y), len(test_y))
     assert train_x.dtype == torch.float32 and train_y.dtype == torch.int64
     assert torch.bincount(test_y, minlength=10).min() >= 35  # stratified: ~36 per class
     again_x, again_y = demo_split("test")
@@ -327,6 +330,15 @@ def test_tensor_file_unreadable(tmp_path: Path) -> None:
 
 
 # --- batching --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("images", "batch_size", "num_batches"), [(10, 4, 2), (10, 4, 10), (10, 50, 3), (1437, 32, 100)]
+)
+def test_batches_used_counts_what_batched_gives(images: int, batch_size: int, num_batches: int) -> None:
+    assert batches_used(images, batch_size, num_batches) == len(
+        batched(torch.zeros(images, 1), batch_size, num_batches)
+    )
 
 
 def test_batched() -> None:

@@ -9,7 +9,7 @@ Nothing here keeps an activation tensor: everything is read from the points'
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -267,7 +267,19 @@ def log2_histogram(stats: PointStats, channel: int = -1, per_octave: int = 4) ->
     return edges.numpy(), binned.numpy()
 
 
-ObserverResult = ObserverSummary | str
+@dataclass(frozen=True)
+class FitFailure:
+    """Why an observer gave no parameters on a point: its settings are invalid there, or the point's
+    data refuses them (e.g. KL on an unsigned type with negative values). Kept as a value, not raised,
+    so one failing observer leaves the others' results standing."""
+
+    reason: str
+
+    def __str__(self) -> str:
+        return self.reason
+
+
+ObserverResult = ObserverSummary | FitFailure
 """What an observer did on a point, or why it failed there."""
 
 
@@ -278,39 +290,78 @@ def observer_results(run: ExplorerRun, key: PointKey) -> dict[str, ObserverResul
         try:
             results[observer_type] = point_summary(run, key, run.point_config(observer_type, key))
         except (ValueError, RuntimeError) as exc:
-            results[observer_type] = str(exc)
+            results[observer_type] = FitFailure(str(exc))
     return results
+
+
+@dataclass(frozen=True)
+class ErrorRow:
+    """One row of :func:`error_table`: one registered observer on one point.
+
+    The metrics are NaN and ``failure`` says why when the observer failed there.
+    """
+
+    block: int
+    point: str
+    kind: str  # module type: "linear_weight" or "activation"
+    observer: str  # registry name, e.g. "MinmaxObserver"
+    label: str  # its display name, e.g. "MinMax"
+    mse: float
+    sqnr_db: float
+    clipped_fraction: float
+    best: bool  # least MSE on its point
+    failure: str = ""
+
+
+ERROR_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(ErrorRow))
+"""The columns of :func:`error_table`, in order."""
 
 
 def error_table(
     run: ExplorerRun, results: Mapping[PointKey, Mapping[str, ObserverResult]] | None = None
 ) -> pd.DataFrame:
-    """Every point × registered observer: MSE, SQNR, clipped fraction, and which observer wins (least MSE).
+    """Every point × registered observer in long format (one :class:`ErrorRow` per row, points in
+    model order, observers in registration order): MSE, SQNR, clipped fraction, and whether the
+    observer wins its point (least MSE).
 
     ``results`` are the :func:`observer_results` of every point when the caller has them already.
     """
     rows = []
     for key in run.points:
         block, name = key
-        row: dict[str, object] = {"block": block, "point": name, "kind": module_type_of(name)}
-        best, best_mse = None, float("inf")
         point_results = observer_results(run, key) if results is None else results[key]
+        fitted = {t: s for t, s in point_results.items() if isinstance(s, ObserverSummary)}
+        best = min(fitted, key=lambda t: fitted[t].mse, default=None)
         for observer_type in observer_names():
-            label = observer_label(observer_type)
             s = point_results[observer_type]
-            if not isinstance(s, ObserverSummary):
-                row[f"{label} MSE"] = row[f"{label} SQNR dB"] = row[f"{label} clipped %"] = float("nan")
-                continue
-            row[f"{label} MSE"], row[f"{label} SQNR dB"], row[f"{label} clipped %"] = (
-                s.mse,
-                s.sqnr_db,
-                100 * s.clipped_fraction,
+            metrics = (s.mse, s.sqnr_db, s.clipped_fraction) if isinstance(s, ObserverSummary) else (np.nan,) * 3
+            rows.append(
+                ErrorRow(
+                    block,
+                    name,
+                    module_type_of(name),
+                    observer_type,
+                    observer_label(observer_type),
+                    *metrics,
+                    best=observer_type == best,
+                    failure="" if isinstance(s, ObserverSummary) else str(s),
+                )
             )
-            if s.mse < best_mse:
-                best, best_mse = label, s.mse
-        row["winner"] = best or "—"
-        rows.append(row)
-    return pd.DataFrame(rows)
+    return pd.DataFrame([astuple(row) for row in rows], columns=list(ERROR_COLUMNS))
+
+
+def metric_matrix(table: pd.DataFrame, column: str) -> pd.DataFrame:
+    """One metric ``column`` of an :func:`error_table` as a points × observers matrix: rows indexed by
+    ``(block, point)`` in the table's order, columns by observer label in registration order."""
+    wide = table.pivot(index=["block", "point"], columns="label", values=column)
+    points = pd.MultiIndex.from_frame(table[["block", "point"]].drop_duplicates())
+    return wide.reindex(index=points, columns=table["label"].drop_duplicates())
+
+
+def wins(table: pd.DataFrame) -> dict[str, int]:
+    """How many points each observer of an :func:`error_table` wins (least MSE), by label."""
+    counts = table.loc[table["best"], "label"].value_counts()
+    return {label: int(counts.get(label, 0)) for label in table["label"].drop_duplicates()}
 
 
 def quantized_model(model: nn.Module, run: ExplorerRun, config: QuantConfig) -> QuantViT:

@@ -91,7 +91,11 @@ def pareto_figure(tried: pd.DataFrame, budget: float, title: str = "") -> go.Fig
     return base_layout(fig, title, height=320)
 
 
-def convergence_figure(table: pd.DataFrame, labels: dict[str, str], title: str = "", height: int = 240) -> go.Figure:
+CONVERGENCE_FOOT = 96
+"""Pixels below the convergence plot: tick labels, axis title and a legend of up to two rows."""
+
+
+def convergence_figure(table: pd.DataFrame, labels: dict[str, str], title: str = "", height: int = 300) -> go.Figure:
     """Each observer's clip min and max (widest over channels) against batches seen; ``labels``
     maps the table's ``observer_type`` to the name drawn."""
     fig = go.Figure()
@@ -109,4 +113,6 @@ def convergence_figure(table: pd.DataFrame, labels: dict[str, str], title: str =
             )
     fig.update_xaxes(title_text="batches seen", dtick=1)
     fig.update_yaxes(title_text="clip range")
-    return base_layout(fig, title, height)
+    base_layout(fig, title, height)
+    # the legend at the figure's foot: a short plot's legend placed by plot height covers the axis below
+    return fig.update_layout(legend={"yref": "container", "y": 0, "yanchor": "bottom"}, margin={"b": CONVERGENCE_FOOT})

@@ -3,11 +3,12 @@
 from explorer.data.calibration import (
     DataLoadError,
     batched,
+    batches_used,
     load_image_folder,
     load_tensor_file,
     load_uploaded_images,
 )
-from explorer.data.demo import DemoSpec, demo_batches, demo_images, demo_split, load_demo_spec
+from explorer.data.demo import DemoSpec, demo_batches, demo_images, demo_split, demo_split_size, load_demo_spec
 from explorer.data.models import (
     DEMO_ARCH,
     CalibrationBounds,
@@ -30,10 +31,12 @@ __all__ = [
     "OutlierChannels",
     "add_outlier_channels",
     "batched",
+    "batches_used",
     "calibration_bounds",
     "demo_batches",
     "demo_images",
     "demo_split",
+    "demo_split_size",
     "load_checkpoint",
     "load_demo_model",
     "load_demo_spec",

@@ -303,6 +303,12 @@ def load_tensor_file(
     return t
 
 
+def batches_used(images: int, batch_size: int, num_batches: int) -> int:
+    """How many batches :func:`batched` gives from ``images`` samples: ``num_batches``, or fewer when
+    the data runs out first (the last one then partly filled)."""
+    return min(num_batches, math.ceil(images / batch_size))
+
+
 def batched(images: Tensor, batch_size: int, num_batches: int | None = None) -> list[Tensor]:
     """Split ``images`` along dim 0 into consecutive batches of ``batch_size`` (the last may be smaller).
 

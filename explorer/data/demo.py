@@ -81,6 +81,11 @@ def _digits_split() -> dict[str, tuple[np.ndarray, np.ndarray]]:
     return {"train": (x_train, y_train), "test": (x_test, y_test)}
 
 
+def demo_split_size(split: Split) -> int:
+    """How many digits ``split`` holds (without preparing them)."""
+    return len(_digits_split()[split][1])
+
+
 def demo_images(split: Split) -> tuple[Tensor, Tensor]:
     """Un-normalised images ``[N, 3, 16, 16]`` in [0, 1] and int64 labels ``[N]`` of one split."""
     if split not in ("train", "test"):

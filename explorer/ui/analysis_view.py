@@ -28,15 +28,11 @@ from explorer.analysis.mixed_precision import with_bits
 from explorer.charts import pareto_figure, sensitivity_figure
 from explorer.charts.analysis import SENSITIVITY_COLUMNS
 from explorer.config import ConfigError, ConfigWarning, QuantConfig, dump_config, load_config
+from explorer.ui import keys
 from explorer.ui.compare_view import open_in_layer
 from explorer.ui.session import Loaded
 from explorer.ui.sidebar import CONFIG_DIR, DEFAULT_CONFIG
-from explorer.ui.tuning import TUNED
 
-APPLIED = "analysis_applied"
-"""Session-state key of what "Apply" last made the tuned config."""
-RESULTS = "analysis_results"
-"""Session-state key of the analyses computed, by ``(analysis, run id, settings…)``."""
 MAX_SELECTION_IMAGES = 256
 UNIFORM_CONFIGS = {
     "MinMax": "quant_config_minmax.yaml",
@@ -63,11 +59,11 @@ def _progress(text: str) -> tuple[Callable[[int, int], None], Any]:
 
 
 def _stored(key: Hashable) -> Any:
-    return st.session_state.setdefault(RESULTS, {}).get(key)
+    return st.session_state.setdefault(keys.ANALYSIS_RESULTS, {}).get(key)
 
 
 def _store(key: Hashable, value: object) -> None:
-    st.session_state.setdefault(RESULTS, {})[key] = value
+    st.session_state.setdefault(keys.ANALYSIS_RESULTS, {})[key] = value
 
 
 def _bundled(name: str, bits: int | None) -> QuantConfig:
@@ -95,8 +91,8 @@ def _select_from_chart(chart_key: str) -> None:
     """Callback: a bar clicked in the sensitivity chart opens its point in the Layer tab."""
     points = st.session_state[chart_key].selection.points
     if points:
-        st.session_state["sens_pick"] = str(points[0]["y"])
-        open_in_layer("sens_pick")
+        st.session_state[keys.SENS_PICK] = str(points[0]["y"])
+        open_in_layer(keys.SENS_PICK)
 
 
 def sensitivity_tab(loaded: Loaded, config: QuantConfig) -> None:
@@ -104,7 +100,7 @@ def sensitivity_tab(loaded: Loaded, config: QuantConfig) -> None:
     st.markdown("##### Which point hurts: each point quantized alone, and every point but it")
     selection, _, _ = split_holdout(loaded)
     key = ("sensitivity", loaded.settings.run_id, dump_config(config))
-    if st.button("Measure sensitivity", key="sens_run", type="primary"):
+    if st.button("Measure sensitivity", key=keys.SENS_RUN, type="primary"):
         progress, bar = _progress("Scoring points…")
         try:
             _store(key, sensitivity(loaded.model, loaded.run, config, selection, progress))
@@ -120,36 +116,40 @@ def sensitivity_tab(loaded: Loaded, config: QuantConfig) -> None:
         )
         return
     column = st.radio(
-        "Bars", list(SENSITIVITY_COLUMNS), format_func=SENSITIVITY_COLUMNS.__getitem__, horizontal=True, key="sens_bars"
+        "Bars",
+        list(SENSITIVITY_COLUMNS),
+        format_func=SENSITIVITY_COLUMNS.__getitem__,
+        horizontal=True,
+        key=keys.SENS_BARS,
     )
     st.plotly_chart(
         sensitivity_figure(table, column),
-        key="sens_chart",
-        on_select=lambda: _select_from_chart("sens_chart"),
+        key=keys.SENS_CHART,
+        on_select=lambda: _select_from_chart(keys.SENS_CHART),
         selection_mode="points",
     )
     rows = [f"{b} · {p}" for b, p in zip(table["block"], table["point"], strict=True)]
     st.caption("Click a bar, or pick a point below, to open it in the Layer tab.")
     col1, col2 = st.columns([2, 1])
-    col1.selectbox("Inspect a point", rows, key="sens_pick")
-    col2.button("Open in the Layer tab", key="sens_open", on_click=open_in_layer, args=("sens_pick",))
-    st.dataframe(table, hide_index=True, key="sens_table")
+    col1.selectbox("Inspect a point", rows, key=keys.SENS_PICK)
+    col2.button("Open in the Layer tab", key=keys.SENS_OPEN, on_click=open_in_layer, args=(keys.SENS_PICK,))
+    st.dataframe(table, hide_index=True, key=keys.SENS_TABLE)
 
 
 def _apply(config: QuantConfig, what: str) -> None:
     """Callback: make ``config`` the tuned config."""
-    st.session_state[TUNED] = config
-    st.session_state[APPLIED] = f"Applied the {what} as the tuned config; the Export tab has the YAML."
+    st.session_state[keys.TUNED] = config
+    st.session_state[keys.ANALYSIS_APPLIED] = f"Applied the {what} as the tuned config; the Export tab has the YAML."
 
 
 def recommend_section(loaded: Loaded) -> None:
     """The recommendation beside the guide's and the uniform configs, with apply and download."""
     st.markdown("##### Recommended config")
     selection, report_images, _ = split_holdout(loaded)
-    choice = st.selectbox("Bits on every point", list(BIT_CHOICES), key="rec_bits")
+    choice = st.selectbox("Bits on every point", list(BIT_CHOICES), key=keys.REC_BITS)
     bits = BIT_CHOICES[choice]
     key = ("recommend", loaded.settings.run_id, bits)
-    if st.button("Recommend", key="rec_run", type="primary"):
+    if st.button("Recommend", key=keys.REC_RUN, type="primary"):
         progress, bar = _progress("Ranking and refining candidates…")
         try:
             recommendation = recommend(loaded.model, loaded.run, selection, bits, progress=progress)
@@ -169,13 +169,13 @@ def recommend_section(loaded: Loaded) -> None:
         )
         return
     recommendation, table = stored
-    st.dataframe(table, hide_index=True, key="rec_table")
+    st.dataframe(table, hide_index=True, key=keys.REC_TABLE)
     st.caption(
         f"Chosen on {sum(len(b) for b in selection)} held-out images, measured here on the other {len(report_images)}."
     )
     col1, col2 = st.columns(2)
     col1.button(
-        "Apply recommendation", key="rec_apply", on_click=_apply, args=(recommendation.config, "recommendation")
+        "Apply recommendation", key=keys.REC_APPLY, on_click=_apply, args=(recommendation.config, "recommendation")
     )
     text = recommendation.yaml()
     col2.download_button("Download YAML", text, file_name="recommended.yaml", mime="application/x-yaml")
@@ -188,10 +188,10 @@ def mixed_precision_section(loaded: Loaded, config: QuantConfig) -> None:
     st.markdown("##### Mixed precision")
     selection, _, _ = split_holdout(loaded)
     col1, col2 = st.columns(2)
-    budget = col1.number_input("Average bits at most", 2.0, 16.0, 6.0, 0.25, key="mp_budget")
-    choices = col2.multiselect("Widths to choose from", [2, 3, 4, 5, 6, 7, 8], [4, 6, 8], key="mp_choices")
+    budget = col1.number_input("Average bits at most", 2.0, 16.0, 6.0, 0.25, key=keys.MP_BUDGET)
+    choices = col2.multiselect("Widths to choose from", [2, 3, 4, 5, 6, 7, 8], [4, 6, 8], key=keys.MP_CHOICES)
     key = ("mixed", loaded.settings.run_id, dump_config(config), float(budget), tuple(sorted(choices)))
-    if st.button("Assign bits", key="mp_run", type="primary", disabled=not choices):
+    if st.button("Assign bits", key=keys.MP_RUN, type="primary", disabled=not choices):
         progress, bar = _progress("Scoring points at each width…")
         try:
             _store(key, search_mixed_precision(loaded.model, loaded.run, config, selection, budget, choices, progress))
@@ -203,16 +203,16 @@ def mixed_precision_section(loaded: Loaded, config: QuantConfig) -> None:
     if result is None:
         st.info("Press **Assign bits** to give sensitive points more bits within the average-bit budget.")
         return
-    st.plotly_chart(pareto_figure(result.tried, budget, "Agreement vs average bits"), key="mp_pareto")
-    st.dataframe(result.tried, hide_index=True, key="mp_table")
+    st.plotly_chart(pareto_figure(result.tried, budget, "Agreement vs average bits"), key=keys.MP_PARETO)
+    st.dataframe(result.tried, hide_index=True, key=keys.MP_TABLE)
     col1, col2 = st.columns(2)
-    col1.button("Apply bits", key="mp_apply", on_click=_apply, args=(result.config, "mixed-precision assignment"))
+    col1.button("Apply bits", key=keys.MP_APPLY, on_click=_apply, args=(result.config, "mixed-precision assignment"))
     col2.download_button("Download YAML", dump_config(result.config), file_name="mixed_precision.yaml")
 
 
 def recommend_tab(loaded: Loaded, config: QuantConfig) -> None:
     """Draw the Recommend tab: the recommendation, then mixed precision."""
-    applied = st.session_state.pop(APPLIED, None)
+    applied = st.session_state.pop(keys.ANALYSIS_APPLIED, None)
     if applied is not None:
         st.success(applied)
     recommend_section(loaded)

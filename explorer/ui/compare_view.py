@@ -7,10 +7,11 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from explorer.analysis import ObserverSummary
+from explorer.analysis import FitFailure, metric_matrix, wins
 from explorer.charts import error_heatmap, histogram_figure, wins_figure
 from explorer.config import ConfigError
-from explorer.observers import observer_label, observer_names
+from explorer.observers import observer_label
+from explorer.ui import keys
 from explorer.ui.explain import minmax_gaps
 from explorer.ui.layer_view import ALL_VALUES, clip_lines
 from explorer.ui.session import (
@@ -27,17 +28,12 @@ LOG_GRIDS = {"log2": "log2", "log_sqrt2": "log√2"}
 """The log grids compared on the softmax point, by quantizer → label."""
 
 
-def observer_labels() -> list[str]:
-    """The labels of the registered observers, in registration order (the table's columns)."""
-    return [observer_label(name) for name in observer_names()]
-
-
 HEAT_METRICS = {
-    "SQNR dB": ("SQNR dB", True),
-    "log10 MSE": ("MSE", False),
-    "clipped %": ("clipped %", False),
+    "SQNR dB": ("sqnr_db", True),
+    "log10 MSE": ("mse", False),
+    "clipped %": ("clipped_fraction", False),
 }
-"""Heatmap colour choice → (error-table column suffix, whether higher is better)."""
+"""Heatmap colour choice → (error-table column, whether higher is better)."""
 
 
 def log_grid_results(loaded: Loaded, block: int, name: str) -> dict[str, ObserverResult]:
@@ -52,7 +48,7 @@ def log_grid_results(loaded: Loaded, block: int, name: str) -> dict[str, Observe
             draft = point.replace(quantizer=grid, symmetric=None, bit_type=bit_type)
             results[label] = tuned_summary(loaded.run, loaded.settings.run_id, block, name, draft)
         except (ConfigError, ValueError, RuntimeError) as exc:
-            results[label] = str(exc)
+            results[label] = FitFailure(str(exc))
     return results
 
 
@@ -71,12 +67,12 @@ def side_by_side(loaded: Loaded, block: int, name: str) -> None:
     results.update(logs)
     for column, (label, result) in zip(st.columns(len(results)), results.items(), strict=True):
         with column:
-            if not isinstance(result, ObserverSummary):
-                st.error(f"{label}: {result}")
+            if isinstance(result, FitFailure):
+                st.error(f"{label}: {result.reason}")
                 continue
             (clip,) = clip_lines({label: result})
             figure = histogram_figure(edges, counts, [clip], True, label, height=220, legend=False)
-            st.plotly_chart(figure, key=f"cmp_hist_{label}")
+            st.plotly_chart(figure, key=keys.CMP_HIST_PREFIX + label)
             st.metric(f"{label} SQNR", f"{result.sqnr_db:.2f} dB")
             st.caption(
                 f"clip [{clip.lo:.4g}, {clip.hi:.4g}] · MSE {result.mse:.4g} · "
@@ -90,53 +86,75 @@ def side_by_side(loaded: Loaded, block: int, name: str) -> None:
         )
 
 
-def heat_values(table: pd.DataFrame, metric: str) -> np.ndarray:
+def heat_values(table: pd.DataFrame, metric: str) -> pd.DataFrame:
     """The points × observers matrix of ``metric`` (a :data:`HEAT_METRICS` key) from the error table."""
     column, _ = HEAT_METRICS[metric]
-    values = table[[f"{label} {column}" for label in observer_labels()]].to_numpy(dtype=float)
+    values = metric_matrix(table, column)
     if metric == "log10 MSE":
         with np.errstate(divide="ignore"):
-            values = np.log10(values)
+            return np.log10(values)
+    if metric == "clipped %":
+        return 100 * values
     return values
 
 
-def open_in_layer(pick_key: str = "cmp_pick") -> None:
+def display_table(table: pd.DataFrame) -> pd.DataFrame:
+    """The error table as shown: one row per point × observer under readable headings, clipped in %."""
+    return pd.DataFrame(
+        {
+            "block": table["block"],
+            "point": table["point"],
+            "kind": table["kind"],
+            "observer": table["label"],
+            "MSE": table["mse"],
+            "SQNR dB": table["sqnr_db"],
+            "clipped %": 100 * table["clipped_fraction"],
+            "least MSE": table["best"],
+            "failed because": table["failure"],
+        }
+    )
+
+
+def open_in_layer(pick_key: str = keys.CMP_PICK) -> None:
     """Callback: select the point picked (``"block · point"``) in widget ``pick_key`` and switch to the Layer tab."""
     block, point = st.session_state[pick_key].split(" · ")
-    st.session_state["sel_block"] = int(block)
-    st.session_state["sel_point"] = point
-    st.session_state["view"] = "Layer"
+    st.session_state[keys.SEL_BLOCK] = int(block)
+    st.session_state[keys.SEL_POINT] = point
+    st.session_state[keys.VIEW] = "Layer"
 
 
 def all_points(loaded: Loaded) -> None:
     """Heatmap, wins and the full error table over every point."""
     st.markdown("##### All points")
     table = cached_error_table(loaded.run, loaded.settings.run_id)
-    rows = [f"{b} · {p}" for b, p in zip(table["block"], table["point"], strict=True)]
-    st.markdown(minmax_gaps(table, observer_labels()))
+    sqnr = metric_matrix(table, "sqnr_db")
+    rows = [f"{b} · {p}" for b, p in sqnr.index]
+    st.markdown(minmax_gaps(sqnr))
     heat_col, wins_col = st.columns([2, 1], gap="large")
     with heat_col:
-        metric = st.radio("Colour", list(HEAT_METRICS), horizontal=True, key="heat_metric")
+        metric = st.radio("Colour", list(HEAT_METRICS), horizontal=True, key=keys.HEAT_METRIC)
         _, higher_is_better = HEAT_METRICS[metric]
+        values = heat_values(table, metric)
         st.plotly_chart(
-            error_heatmap(heat_values(table, metric), rows, observer_labels(), metric, higher_is_better), key="heatmap"
+            error_heatmap(values.to_numpy(dtype=float), rows, list(values.columns), metric, higher_is_better),
+            key=keys.HEATMAP,
         )
     with wins_col:
-        wins = {label: int((table["winner"] == label).sum()) for label in observer_labels()}
-        st.plotly_chart(wins_figure(wins, "Least MSE: points won"), key="wins")
-        by_kind = table.groupby("kind")["winner"].agg(lambda w: w.value_counts().idxmax())
+        st.plotly_chart(wins_figure(wins(table), "Least MSE: points won"), key=keys.WINS)
+        winners = table[table["best"]]
+        by_kind = winners.groupby("kind")["label"].agg(lambda w: w.value_counts().idxmax())
         st.markdown("\n".join(f"- most often best on **{kind}** points: {best}" for kind, best in by_kind.items()))
-        st.selectbox("Inspect a point", rows, key="cmp_pick")
-        st.button("Open in the Layer tab", key="cmp_open", on_click=open_in_layer)
-    formats = {"MSE": "%.3e", "SQNR dB": "%.2f", "clipped %": "%.4f"}
+        st.selectbox("Inspect a point", rows, key=keys.CMP_PICK)
+        st.button("Open in the Layer tab", key=keys.CMP_OPEN, on_click=open_in_layer)
     st.dataframe(
-        table,
+        display_table(table),
         hide_index=True,
-        key="error_table",
+        key=keys.ERROR_TABLE,
+        placeholder="—",
         column_config={
-            f"{label} {metric}": st.column_config.NumberColumn(format=fmt)
-            for label in observer_labels()
-            for metric, fmt in formats.items()
+            "MSE": st.column_config.NumberColumn(format="%.3e"),
+            "SQNR dB": st.column_config.NumberColumn(format="%.2f"),
+            "clipped %": st.column_config.NumberColumn(format="%.4f"),
         },
     )
 

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 import pandas as pd
 
 from explorer.analysis import DistributionFacts
 from explorer.analysis.explore import EXTREME_CHANNEL_RATIO
 from explorer.bit_type import BitType
+from explorer.observers import observer_label
 
 HEAVY_TAIL_RATIO = 2.0
 """max|x| / p99.99|x| above which a few outliers noticeably stretch MinMax's range."""
 MATERIAL_GAP_DB = 3.0
 """SQNR gap to the best observer from which MinMax is said to fall apart (3 dB: twice the error power)."""
+MINMAX = observer_label("MinmaxObserver")
 
 
 def _channels(extreme: list[tuple[int, float]]) -> str:
@@ -78,24 +78,23 @@ def _sign_advice(bit_type: BitType | None) -> str:
     )
 
 
-def minmax_gaps(table: pd.DataFrame, labels: Sequence[str], top: int = 3) -> str:
+def minmax_gaps(sqnr: pd.DataFrame, top: int = 3) -> str:
     """Markdown for "Where MinMax falls apart": the points whose MinMax SQNR is furthest below the best
     observer's, when that gap is material (≥ :data:`MATERIAL_GAP_DB`), else a sentence saying no point has one.
 
-    ``table`` is the all-points error table, with a ``"<label> SQNR dB"`` column per observer label.
+    ``sqnr`` is the SQNR (dB) of every point × observer, rows indexed by ``(block, point)`` and columns
+    by observer label (:func:`~explorer.analysis.metric_matrix` of the error table's ``sqnr_db``).
     """
-    sqnr = table[[f"{label} SQNR dB" for label in labels]]
     best = sqnr.max(axis=1)
-    gap = best - table["MinMax SQNR dB"]
+    gap = best - sqnr[MINMAX]
     lines = []
     for index in gap.sort_values(ascending=False).index[:top]:
         if not np.isfinite(gap[index]) or gap[index] < MATERIAL_GAP_DB:
             break
-        row = table.loc[index]
-        winner = sqnr.loc[index].idxmax().removesuffix(" SQNR dB")
+        block, point = index
         lines.append(
-            f"- block {row['block']} · {row['point']}: MinMax {row['MinMax SQNR dB']:.1f} dB, "
-            f"{gap[index]:.1f} dB below {winner} ({best[index]:.1f} dB)"
+            f"- block {block} · {point}: MinMax {sqnr.loc[index, MINMAX]:.1f} dB, "
+            f"{gap[index]:.1f} dB below {sqnr.loc[index].idxmax()} ({best[index]:.1f} dB)"
         )
     if not lines:
         return (

@@ -11,6 +11,7 @@ import streamlit as st
 from explorer.analysis import ExplorerRun
 from explorer.analysis.export import parameters_json, parameters_safetensors
 from explorer.config import ConfigError, ConfigWarning, QuantConfig, changed_points, dump_config, load_config
+from explorer.ui import keys
 from explorer.ui.session import Loaded
 
 
@@ -40,19 +41,19 @@ def parameter_files(_run: ExplorerRun, run_id: str, config_yaml: str, _config: Q
 
 def parameter_downloads(loaded: Loaded, tuned: QuantConfig, text: str) -> None:
     """On request, the tuned config's quantization parameters (what ``observer-explorer export`` writes)."""
-    if not st.checkbox("Quantization parameters too (scales, zero points, clip ranges)", key="export_params"):
+    if not st.checkbox("Quantization parameters too (scales, zero points, clip ranges)", key=keys.EXPORT_PARAMS):
         return
     as_json, as_safetensors = parameter_files(loaded.run, loaded.settings.run_id, text, tuned)
     json_col, tensors_col = st.columns(2)
     json_col.download_button(
-        "Download parameters (JSON)", as_json, file_name="params.json", mime="application/json", key="download_json"
+        "Download parameters (JSON)", as_json, file_name="params.json", mime="application/json", key=keys.DOWNLOAD_JSON
     )
     tensors_col.download_button(
         "Download parameters (safetensors)",
         as_safetensors,
         file_name="params.safetensors",
         mime="application/octet-stream",
-        key="download_safetensors",
+        key=keys.DOWNLOAD_SAFETENSORS,
     )
 
 
@@ -74,7 +75,12 @@ def export_tab(loaded: Loaded, tuned: QuantConfig) -> None:
     for warning in tuned.warnings:
         st.warning(warning)
     st.download_button(
-        "Download YAML", text, file_name="tuned_config.yaml", mime="application/x-yaml", key="download", type="primary"
+        "Download YAML",
+        text,
+        file_name="tuned_config.yaml",
+        mime="application/x-yaml",
+        key=keys.DOWNLOAD_YAML,
+        type="primary",
     )
     parameter_downloads(loaded, tuned, text)
     code_col, diff_col = st.columns([3, 2], gap="large")
@@ -86,4 +92,4 @@ def export_tab(loaded: Loaded, tuned: QuantConfig) -> None:
         if changes.empty:
             st.caption("None yet: tune a point in the Layer tab and apply it.")
         else:
-            st.dataframe(changes, hide_index=True, key="export_changes")
+            st.dataframe(changes, hide_index=True, key=keys.EXPORT_CHANGES)

@@ -10,11 +10,12 @@ import pandas as pd
 import streamlit as st
 import torch
 
-from explorer.analysis import DistributionFacts, ObserverSummary
+from explorer.analysis import DistributionFacts, FitFailure, ObserverSummary
 from explorer.charts import ClipRange, channel_range_figure, channel_scale_figure, histogram_figure
 from explorer.config import ConfigError, PointConfig
 from explorer.observers import observer_label
 from explorer.quant_ops import log_levels
+from explorer.ui import keys
 from explorer.ui.convergence_view import convergence_chart
 from explorer.ui.explain import explain_facts
 from explorer.ui.session import (
@@ -27,26 +28,28 @@ from explorer.ui.session import (
     reset_when_changed,
     tuned_summary,
 )
-from explorer.ui.tuning import TUNED, tuning_panel
+from explorer.ui.tuning import tuning_panel
 
 TUNED_LABEL = "Tuned"
 ALL_VALUES = -1
 """The "Histogram of" choice that shows every value rather than one channel."""
 
 
-def observer_results(loaded: Loaded, block: int, name: str, draft: PointConfig | str) -> dict[str, ObserverResult]:
-    """The four calibrated observers and the tuned draft on one point, by label (errors as text)."""
+def observer_results(
+    loaded: Loaded, block: int, name: str, draft: PointConfig | FitFailure
+) -> dict[str, ObserverResult]:
+    """The four calibrated observers and the tuned draft on one point, by label (or why each failed)."""
     run, run_id = loaded.run, loaded.settings.run_id
     results: dict[str, ObserverResult] = {
         observer_label(t): r for t, r in calibrated_summaries(run, run_id, block, name).items()
     }
-    if isinstance(draft, str):
+    if isinstance(draft, FitFailure):
         results[TUNED_LABEL] = draft
     else:
         try:
             results[TUNED_LABEL] = tuned_summary(run, run_id, block, name, draft)
         except (ConfigError, ValueError, RuntimeError) as exc:
-            results[TUNED_LABEL] = str(exc)
+            results[TUNED_LABEL] = FitFailure(str(exc))
     return results
 
 
@@ -59,7 +62,7 @@ def show_failures(results: Mapping[str, ObserverResult], block: int, name: str) 
     """One ``st.error`` per calibrated observer that could not produce parameters on this point
     (the tuned one's error is shown with its metrics)."""
     for label, result in results.items():
-        if isinstance(result, str) and label != TUNED_LABEL:
+        if isinstance(result, FitFailure) and label != TUNED_LABEL:
             st.error(f"{label} on block {block} {name}: {result}")
 
 
@@ -76,11 +79,14 @@ def clip_lines(summaries: Mapping[str, ObserverSummary], channel: int = ALL_VALU
     return lines
 
 
-def metrics_table(results: Mapping[str, ObserverResult], tuned_point: PointConfig | str) -> pd.DataFrame:
-    """One row per observer: clip range (widest over channels), median scale and the error it causes."""
+def metrics_table(results: Mapping[str, ObserverResult], tuned_point: PointConfig | FitFailure) -> pd.DataFrame:
+    """One row per observer: clip range (widest over channels), median scale and the error it causes.
+
+    When some observer failed, a ``failed because`` column (second) gives its reason; its other cells are empty.
+    """
     rows = []
     for label, result in results.items():
-        row: dict[str, object] = {"observer": label}
+        row: dict[str, object] = {"observer": label, "failed because": ""}
         if label == TUNED_LABEL and isinstance(tuned_point, PointConfig):
             row["observer"] = f"{label} ({observer_label(tuned_point.observer_type)})"
         if isinstance(result, ObserverSummary):
@@ -96,13 +102,13 @@ def metrics_table(results: Mapping[str, ObserverResult], tuned_point: PointConfi
                     "clipped %": 100 * result.clipped_fraction,
                     "clipping MSE": result.clip_mse,
                     "rounding MSE": result.round_mse,
-                    "note": "",
                 }
             )
         else:
-            row["note"] = f"failed: {result}"
+            row["failed because"] = result.reason
         rows.append(row)
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    return table if (table["failed because"] != "").any() else table.drop(columns="failed because")
 
 
 def log_grid_levels(summary: ObserverSummary, bits: int, channel: int = ALL_VALUES) -> tuple[str, np.ndarray]:
@@ -129,7 +135,7 @@ def _channel_label(facts: DistributionFacts) -> dict[int, str]:
     return labels
 
 
-def tuned_metrics(results: Mapping[str, ObserverResult], draft: PointConfig | str) -> None:
+def tuned_metrics(results: Mapping[str, ObserverResult], draft: PointConfig | FitFailure) -> None:
     """The tuned observer's clip range and error, with the SQNR change against its calibrated counterpart."""
     tuned = results[TUNED_LABEL]
     if not isinstance(tuned, ObserverSummary) or not isinstance(draft, PointConfig):
@@ -142,7 +148,13 @@ def tuned_metrics(results: Mapping[str, ObserverResult], draft: PointConfig | st
     columns = st.columns(5)
     columns[0].metric("Tuned clip min", f"{np.min(tuned.clip_min):.5g}", help=f"Lowest clip min{widest}.")
     columns[1].metric("Tuned clip max", f"{np.max(tuned.clip_max):.5g}", help=f"Highest clip max{widest}.")
-    columns[2].metric("Tuned SQNR", f"{tuned.sqnr_db:.2f} dB", delta=delta, help=f"Change against calibrated {label}.")
+    columns[2].metric(
+        "Tuned SQNR",
+        f"{tuned.sqnr_db:.2f} dB",
+        delta=delta,
+        delta_arrow="off",  # the sign says it; without the arrow the change fits on one line at 1100 px
+        help=f"Change against calibrated {label}.",
+    )
     columns[3].metric("Tuned MSE", f"{tuned.mse:.4g}")
     columns[4].metric("Tuned clipped", f"{100 * tuned.clipped_fraction:.4f} %")
 
@@ -162,19 +174,19 @@ def layer_tab(loaded: Loaded, block: int, name: str) -> None:
             st.error(str(exc))
             return
         labels = _channel_label(facts)
-        reset_when_changed("hist_for", (run_id, name), {"hist_channel": ALL_VALUES})
-        col1, col2, col3 = st.columns([1, 1, 2])
-        log_y = col1.toggle("Log count axis", value=True, key="hist_log")
+        reset_when_changed(keys.HIST_FOR, (run_id, name), {keys.HIST_CHANNEL: ALL_VALUES})
+        axes, pick = st.columns([1, 1.6])  # toggles stacked: side by side their labels are cut at 1100 px
+        log_y = axes.toggle("Log count axis", value=True, key=keys.HIST_LOG)
         log2_x = (
-            col2.toggle(
+            axes.toggle(
                 "log2 x axis",
-                key="hist_log2",
+                key=keys.HIST_LOG2,
                 disabled=facts.min < 0,
                 help="For points ≥ 0 (the softmax): values on a log2 axis, with the levels of a log grid.",
             )
             and facts.min >= 0
         )
-        channel = col3.selectbox("Histogram of", list(labels), format_func=labels.__getitem__, key="hist_channel")
+        channel = pick.selectbox("Histogram of", list(labels), format_func=labels.__getitem__, key=keys.HIST_CHANNEL)
         title = f"Block {block} · {name}" + ("" if channel == ALL_VALUES else f" · channel {channel}")
         tuned = summaries.get(TUNED_LABEL)
         if log2_x and isinstance(tuned, ObserverSummary) and isinstance(draft, PointConfig):
@@ -184,11 +196,13 @@ def layer_tab(loaded: Loaded, block: int, name: str) -> None:
                 edges, counts, clip_lines(summaries, channel), log_y, title, log2_x=True, levels=levels
             )
             preview = " (a preview: the tuned grid is uniform)" if tuned.quantizer == "uniform" else ""
-            st.plotly_chart(figure, key="hist")
+            st.plotly_chart(figure, key=keys.HIST)
             st.caption(f"Dotted: the {len(levels)} levels of the tuned {grid} grid at its clip max{preview}.")
         else:
             edges, counts = point_histogram(run, run_id, block, name, channel)
-            st.plotly_chart(histogram_figure(edges, counts, clip_lines(summaries, channel), log_y, title), key="hist")
+            st.plotly_chart(
+                histogram_figure(edges, counts, clip_lines(summaries, channel), log_y, title), key=keys.HIST
+            )
         if channel == ALL_VALUES and any(s.clip_min.size > 1 for s in summaries.values()):
             st.caption(
                 "Channel-wise observers are drawn at their widest channel (lowest clip min, highest clip max); "
@@ -201,8 +215,12 @@ def layer_tab(loaded: Loaded, block: int, name: str) -> None:
     st.dataframe(
         metrics_table(results, draft),
         hide_index=True,
-        key="layer_metrics",
+        key=keys.LAYER_METRICS,
+        placeholder="—",
         column_config={
+            "failed because": st.column_config.TextColumn(
+                width="medium", help="Why this observer gave no parameters here (the full text is above)"
+            ),
             "clip min": st.column_config.NumberColumn(format="%.4g"),
             "clip max": st.column_config.NumberColumn(format="%.4g"),
             "scale (median)": st.column_config.NumberColumn(format="%.4g"),
@@ -218,7 +236,7 @@ def layer_tab(loaded: Loaded, block: int, name: str) -> None:
         },
     )
     st.markdown("##### What the data says")
-    tuned_point = st.session_state[TUNED].point(name, block)
+    tuned_point = st.session_state[keys.TUNED].point(name, block)
     sentences = explain_facts(facts, tuned_point.calibration_mode == "channel_wise", tuned_point.bit_type)
     st.markdown("\n".join(f"- {sentence}" for sentence in sentences))
     st.markdown("##### Per channel")
@@ -228,6 +246,6 @@ def layer_tab(loaded: Loaded, block: int, name: str) -> None:
     col1, col2 = st.columns(2)
     col1.plotly_chart(
         channel_range_figure(facts.channel_min, facts.channel_max, ranges, "Clip range per channel (x: channel)"),
-        key="ch_range",
+        key=keys.CH_RANGE,
     )
-    col2.plotly_chart(channel_scale_figure(scales, channels, title="Scale per channel (x: channel)"), key="ch_scale")
+    col2.plotly_chart(channel_scale_figure(scales, channels, title="Scale per channel (x: channel)"), key=keys.CH_SCALE)

@@ -12,6 +12,7 @@ import streamlit as st
 from explorer.analysis import POINTS, RunFileError
 from explorer.config import ConfigError
 from explorer.data import DataLoadError, ModelLoadError
+from explorer.ui import keys
 from explorer.ui.accuracy_view import accuracy_tab
 from explorer.ui.analysis_view import recommend_tab, sensitivity_tab
 from explorer.ui.compare_view import compare_tab
@@ -22,12 +23,7 @@ from explorer.ui.runfile_source import RunFileSource, open_run_file
 from explorer.ui.session import Loaded, calibrate
 from explorer.ui.sidebar import SidebarResult, sidebar
 from explorer.ui.sources import Settings, model_summary
-from explorer.ui.tuning import TUNED
 
-LOADED = "loaded"
-"""Session-state key of the current :class:`Loaded` calibration."""
-FAILED = "calibration_error"
-"""Session-state key of the last failed calibration, as ``(settings, message)``."""
 DEFAULT_POINT = "mlp_act"
 """The point shown first: the GELU output, where activation outliers typically live."""
 TABS = ("Layer", "Compare", "Sensitivity", "Recommend", "Accuracy", "Export")
@@ -54,25 +50,25 @@ def _calibrate(settings: Settings) -> Loaded | None:
     try:
         loaded = calibrate(settings, progress)
     except CALIBRATION_ERRORS as exc:
-        st.session_state[FAILED] = (settings, f"{type(exc).__name__}: {exc}")
+        st.session_state[keys.FAILED] = (settings, f"{type(exc).__name__}: {exc}")
         return None
     finally:
         bar.empty()
-    st.session_state.pop(FAILED, None)
+    st.session_state.pop(keys.FAILED, None)
     return loaded
 
 
 def _adopt(loaded: Loaded) -> None:
     """Make ``loaded`` current; the tuned config restarts from its base config when that changed
     or when it overrides blocks the new model lacks."""
-    previous: Loaded | None = st.session_state.get(LOADED)
-    tuned = st.session_state.get(TUNED)
+    previous: Loaded | None = st.session_state.get(keys.LOADED)
+    tuned = st.session_state.get(keys.TUNED)
     stale = tuned is None or any(i >= loaded.run.num_blocks for i in tuned.block_indices)
     if stale or previous is None or previous.settings.config != loaded.settings.config:
         if previous is not None and tuned != previous.settings.config:
             st.toast("The tuned config restarts from the new base config (export the old one first if needed).")
-        st.session_state[TUNED] = loaded.settings.config
-    st.session_state[LOADED] = loaded
+        st.session_state[keys.TUNED] = loaded.settings.config
+    st.session_state[keys.LOADED] = loaded
 
 
 def _open_file(source: RunFileSource, device: str, loaded: Loaded | None) -> Loaded | None:
@@ -94,10 +90,10 @@ def _open_file(source: RunFileSource, device: str, loaded: Loaded | None) -> Loa
 def current_run(request: SidebarResult) -> Loaded | None:
     """The calibration to show: a run file when one is chosen; else calibrate on first load and on
     "Calibrate". The last good one is kept."""
-    loaded: Loaded | None = st.session_state.get(LOADED)
+    loaded: Loaded | None = st.session_state.get(keys.LOADED)
     if request.run_file is not None:
         return _open_file(request.run_file, request.device, loaded)
-    failed = st.session_state.get(FAILED)
+    failed = st.session_state.get(keys.FAILED)
     wanted = request.settings
     first_try = loaded is None and (failed is None or failed[0] != wanted)
     if wanted is not None and (request.calibrate or first_try):
@@ -107,7 +103,7 @@ def current_run(request: SidebarResult) -> Loaded | None:
             loaded = new
     elif request.calibrate:
         st.error("Calibration needs valid settings: fix what the sidebar reports first.")
-    failed = st.session_state.get(FAILED)
+    failed = st.session_state.get(keys.FAILED)
     if failed is not None and failed[0] == wanted:
         kept = " The last good calibration is still shown." if loaded is not None else ""
         st.error(f"Calibration failed — {failed[1]}.{kept}")
@@ -142,24 +138,25 @@ def header(loaded: Loaded, wanted: Settings | None) -> None:
 
 def point_selector(num_blocks: int) -> tuple[int, str]:
     """Block and point selectboxes (stable keys ``sel_block``/``sel_point``)."""
-    if st.session_state.get("sel_block", 0) >= num_blocks:
-        st.session_state["sel_block"] = 0
-    st.session_state.setdefault("sel_point", DEFAULT_POINT)
+    if st.session_state.get(keys.SEL_BLOCK, 0) >= num_blocks:
+        st.session_state[keys.SEL_BLOCK] = 0
+    st.session_state.setdefault(keys.SEL_POINT, DEFAULT_POINT)
     col1, col2, _ = st.columns([1, 3, 2])  # the point column fits "attn_qkv_output — qkv linear output" at 1100 px
-    block = col1.selectbox("Block", range(num_blocks), key="sel_block")
+    block = col1.selectbox("Block", range(num_blocks), key=keys.SEL_BLOCK)
     point = col2.selectbox(
-        "Quantization point", POINTS, key="sel_point", format_func=lambda p: f"{p} — {POINT_DESCRIPTIONS[p]}"
+        "Quantization point", POINTS, key=keys.SEL_POINT, format_func=lambda p: f"{p} — {POINT_DESCRIPTIONS[p]}"
     )
     return int(block), str(point)
 
 
 COMPACT_METRICS = (
-    "<style>[data-testid='stMetricValue'] { font-size: clamp(0.95rem, 1.6vw, 1.6rem); }"
+    "<style>[data-testid='stMetricValue'] { font-size: clamp(0.85rem, 1.35vw, 1.6rem); }"
     ":is([data-testid='stMetricLabel'], [data-testid='stMetricValue'], [data-testid='stMetricDelta']) * "
-    "{ white-space: normal !important; overflow-wrap: anywhere; text-overflow: clip !important; }</style>"
+    "{ white-space: normal !important; overflow-wrap: break-word; text-overflow: clip !important; }</style>"
 )
-"""Metric values at a size that fits five to a row beside the sidebar (smaller on narrow windows);
-labels, values and deltas wrap instead of being cut."""
+"""Metric values at a size that fits five to a row beside the sidebar (a value such as 3.439e-05 on
+one line at 1100 px); labels, values and deltas wrap between words instead of being cut, and inside a
+word only when it alone is wider than its column."""
 
 
 def main() -> None:
@@ -173,7 +170,7 @@ def main() -> None:
         return
     header(loaded, request.settings)
     block, point = point_selector(loaded.run.num_blocks)
-    layer, compare, sensitive, recommend, accuracy, export = st.tabs(TABS, key="view", on_change="rerun")
+    layer, compare, sensitive, recommend, accuracy, export = st.tabs(TABS, key=keys.VIEW, on_change="rerun")
     if layer.open:
         with layer:
             layer_tab(loaded, block, point)
@@ -182,13 +179,13 @@ def main() -> None:
             compare_tab(loaded, block, point)
     if sensitive.open:
         with sensitive:
-            sensitivity_tab(loaded, st.session_state[TUNED])
+            sensitivity_tab(loaded, st.session_state[keys.TUNED])
     if recommend.open:
         with recommend:
-            recommend_tab(loaded, st.session_state[TUNED])
+            recommend_tab(loaded, st.session_state[keys.TUNED])
     if accuracy.open:
         with accuracy:
-            accuracy_tab(loaded, st.session_state[TUNED])
+            accuracy_tab(loaded, st.session_state[keys.TUNED])
     if export.open:
         with export:
-            export_tab(loaded, st.session_state[TUNED])
+            export_tab(loaded, st.session_state[keys.TUNED])

@@ -14,7 +14,7 @@ from typing import Any
 import streamlit as st
 
 from explorer.config import ConfigError, QuantConfig, load_config
-from explorer.data import DEMO_ARCH
+from explorer.data import DEMO_ARCH, batches_used
 from explorer.data.calibration import IMAGE_EXTENSIONS, TENSOR_EXTENSIONS
 from explorer.data.models import (
     CHECKPOINT_EXTENSIONS,
@@ -24,9 +24,10 @@ from explorer.data.models import (
     calibration_bounds,
 )
 from explorer.stats import DEFAULT_ALPHA_FLOOR
+from explorer.ui import keys
 from explorer.ui.runfile_source import RUN_FILE_EXTENSIONS, RunFileSource
 from explorer.ui.serving import PATHS_DISABLED, path_policy
-from explorer.ui.sources import DataSource, ModelSource, Settings, Upload, available_devices
+from explorer.ui.sources import DataSource, ModelSource, Settings, Upload, available_devices, known_image_count
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 DEFAULT_CONFIG = "recommended_config.yaml"
@@ -71,26 +72,29 @@ def _path_input(label: str, key: str, disabled: bool) -> str:
 
 def model_source() -> ModelSource:
     """Widgets of the model section."""
-    kind = st.radio("Model", list(MODEL_KINDS), format_func=MODEL_KINDS.__getitem__, key="model_kind")
+    kind = st.radio("Model", list(MODEL_KINDS), format_func=MODEL_KINDS.__getitem__, key=keys.MODEL_KIND)
     if kind == "timm":
-        name = st.text_input("timm model name", value="vit_tiny_patch16_224", key="timm_name")
+        name = st.text_input("timm model name", value="vit_tiny_patch16_224", key=keys.TIMM_NAME)
         pretrained = st.checkbox(
             "pretrained weights",
             value=False,
-            key="timm_pretrained",
+            key=keys.TIMM_PRETRAINED,
             help="Needs the weights in the local cache when there is no network access.",
         )
         return ModelSource("timm", name=name, pretrained=pretrained)
     if kind == "checkpoint":
         upload = _upload(
-            "ckpt_upload",
+            keys.CKPT_UPLOAD,
             "Checkpoint upload",
             _suffixes(CHECKPOINT_EXTENSIONS),
             "A state_dict (.pt/.pth/.safetensors).",
         )
-        path = _path_input("…or checkpoint path", "ckpt_path", upload is not None)
+        path = _path_input("…or checkpoint path", keys.CKPT_PATH, upload is not None)
         arch = st.text_input(
-            "Architecture", value=DEMO_ARCH, key="ckpt_arch", help="'demo' for the embedded digits ViT, or a timm name."
+            "Architecture",
+            value=DEMO_ARCH,
+            key=keys.CKPT_ARCH,
+            help="'demo' for the embedded digits ViT, or a timm name.",
         )
         return ModelSource("checkpoint", name=arch, path=path, upload=upload)
     return ModelSource(outlier_channels=kind == "demo_outliers")
@@ -98,22 +102,22 @@ def model_source() -> ModelSource:
 
 def data_source() -> DataSource:
     """Widgets of the calibration data section."""
-    kind = st.radio("Calibration data", list(DATA_KINDS), format_func=DATA_KINDS.__getitem__, key="data_kind")
+    kind = st.radio("Calibration data", list(DATA_KINDS), format_func=DATA_KINDS.__getitem__, key=keys.DATA_KIND)
     if kind == "folder":
-        return DataSource("folder", path=_path_input("Image folder path", "data_folder", False))
+        return DataSource("folder", path=_path_input("Image folder path", keys.DATA_FOLDER, False))
     if kind == "upload":
         files = st.file_uploader(
-            "Images", type=_suffixes(IMAGE_EXTENSIONS), accept_multiple_files=True, key="data_upload"
+            "Images", type=_suffixes(IMAGE_EXTENSIONS), accept_multiple_files=True, key=keys.DATA_UPLOAD
         )
         return DataSource("upload", uploads=tuple(Upload.of(f.name, f.getvalue()) for f in files or ()))
     if kind == "tensor":
         upload = _upload(
-            "tensor_upload",
+            keys.TENSOR_UPLOAD,
             "Tensor file upload",
             _suffixes(TENSOR_EXTENSIONS),
             "Images [N, C, H, W] as .pt/.npy/.safetensors.",
         )
-        path = _path_input("…or tensor file path", "tensor_path", upload is not None)
+        path = _path_input("…or tensor file path", keys.TENSOR_PATH, upload is not None)
         return DataSource("tensor", path=path, uploads=() if upload is None else (upload,))
     return DataSource()
 
@@ -140,10 +144,10 @@ def base_config() -> tuple[QuantConfig, str]:
         "Base config",
         options,
         index=options.index(DEFAULT_CONFIG) if DEFAULT_CONFIG in options else 0,
-        key="config_file",
+        key=keys.CONFIG_FILE,
     )
     if choice == UPLOAD_CONFIG:
-        upload = _upload("config_upload", "Config upload", ["yaml", "yml"], "A YAML config in the guide's schema.")
+        upload = _upload(keys.CONFIG_UPLOAD, "Config upload", ["yaml", "yml"], "A YAML config in the guide's schema.")
         if upload is None:
             raise ConfigError("upload a YAML config, or pick one of the shipped configs")
         name = upload.name
@@ -157,7 +161,7 @@ def base_config() -> tuple[QuantConfig, str]:
     bits = st.selectbox(
         "Bits (all points)",
         GLOBAL_BITS,
-        key="global_bits",
+        key=keys.GLOBAL_BITS,
         format_func=lambda b: b if b == AS_IN_CONFIG else f"int{b}",
         help="Sets default.bit_type; points whose entry sets its own bit_type keep it.",
     )
@@ -179,12 +183,29 @@ def model_bounds(arch: str) -> CalibrationBounds | None:
         return None
 
 
-def batch_inputs(bounds: CalibrationBounds | None) -> tuple[int, int, bool]:
-    """Batches and batch size, the model's maxima shown beside them; False (with the reason shown)
-    when they exceed the model's bounds."""
+def batches_note(available: int | None, num_batches: int, batch_size: int) -> str:
+    """What the data makes of the batches asked for: fewer batches when it holds fewer images (``available``;
+    None when not known before calibrating); empty when every batch is filled."""
+    if available is None:
+        return "Fewer batches run when the data holds fewer images."
+    if available >= num_batches * batch_size:
+        return ""
+    used = batches_used(available, batch_size, num_batches)
+    last = available - (used - 1) * batch_size
+    return f"The data holds {available:,} images: {num_batches} × {batch_size} runs as **{used} batch(es)**" + (
+        f", the last of {last}." if last < batch_size else "."
+    )
+
+
+def batch_inputs(bounds: CalibrationBounds | None, available: int | None) -> tuple[int, int, bool]:
+    """Batches and batch size, with how many batches the data allows (``available`` images, when known)
+    and the model's maxima beside them; False (with the reason shown) when they exceed the model's bounds."""
     col1, col2 = st.columns(2)
-    num_batches = int(col1.number_input("Batches", 1, MAX_BATCHES, DEFAULT_BATCHES, key="num_batches"))
-    batch_size = int(col2.number_input("Batch size", 1, MAX_BATCH_SIZE, DEFAULT_BATCH_SIZE, key="batch_size"))
+    num_batches = int(col1.number_input("Batches", 1, MAX_BATCHES, DEFAULT_BATCHES, key=keys.NUM_BATCHES))
+    batch_size = int(col2.number_input("Batch size", 1, MAX_BATCH_SIZE, DEFAULT_BATCH_SIZE, key=keys.BATCH_SIZE))
+    note = batches_note(available, num_batches, batch_size)
+    if note:
+        st.caption(note)
     if bounds is None:
         return num_batches, batch_size, True
     st.caption(
@@ -215,13 +236,13 @@ STARTS = {"calibrate": "Calibrate here", "file": "Calibration file"}
 def run_file_sidebar() -> SidebarResult:
     """Widgets of the "Calibration file" source: a run file by upload or path, and the device for accuracy."""
     upload = _upload(
-        "run_upload",
+        keys.RUN_UPLOAD,
         "Run file upload",
         list(RUN_FILE_EXTENSIONS),
         "A run saved by `observer-explorer calibrate` (or torchrun).",
     )
-    path = _path_input("…or run file path", "run_path", upload is not None)
-    device = st.selectbox("Device (for accuracy)", available_devices(), key="device")
+    path = _path_input("…or run file path", keys.RUN_PATH, upload is not None)
+    device = st.selectbox("Device (for accuracy)", available_devices(), key=keys.DEVICE)
     return SidebarResult(None, False, RunFileSource(path, upload), device)
 
 
@@ -229,13 +250,15 @@ def sidebar() -> SidebarResult:
     """Draw the sidebar; invalid inputs are reported in place with the library's message."""
     with st.sidebar:
         st.header("Setup")
-        start = st.radio("Start from", list(STARTS), format_func=STARTS.__getitem__, key="start_from", horizontal=True)
+        start = st.radio(
+            "Start from", list(STARTS), format_func=STARTS.__getitem__, key=keys.START_FROM, horizontal=True
+        )
         if start == "file":
             return run_file_sidebar()
         model = model_source()
         data = data_source()
         num_batches, batch_size, sizes_ok = batch_inputs(
-            model_bounds(model.name if model.kind != "demo" else DEMO_ARCH)
+            model_bounds(model.name if model.kind != "demo" else DEMO_ARCH), known_image_count(data)
         )
         alpha_floor = float(
             st.number_input(
@@ -245,12 +268,12 @@ def sidebar() -> SidebarResult:
                 value=DEFAULT_ALPHA_FLOOR,
                 step=0.0001,
                 format="%.5f",
-                key="alpha_floor",
+                key=keys.ALPHA_FLOOR,
                 help="Calibration keeps, per batch, just enough of each point's largest and smallest values "
                 "for Percentile to be refitted exactly at any alpha at or above this floor. Lower floors keep more.",
             )
         )
-        device = st.selectbox("Device", available_devices(), key="device")
+        device = st.selectbox("Device", available_devices(), key=keys.DEVICE)
         settings: Settings | None = None
         try:
             config, config_name = base_config()
@@ -259,5 +282,5 @@ def sidebar() -> SidebarResult:
         else:
             if sizes_ok:
                 settings = Settings(model, data, num_batches, batch_size, device, config, config_name, alpha_floor)
-        clicked = st.button("Calibrate", type="primary", key="calibrate", width="stretch")
+        clicked = st.button("Calibrate", type="primary", key=keys.CALIBRATE, width="stretch")
     return SidebarResult(settings, clicked, device=device)

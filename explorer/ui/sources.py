@@ -31,7 +31,7 @@ from explorer.data import (
     load_timm_model,
     load_uploaded_images,
 )
-from explorer.data.demo import demo_images, normalize
+from explorer.data.demo import demo_images, demo_split_size, normalize
 from explorer.stats import DEFAULT_ALPHA_FLOOR
 from explorer.ui.serving import path_policy
 
@@ -173,6 +173,16 @@ def _demo_for(input_config: InputConfig, split: str, limit: int | None) -> tuple
     if images.shape[-2:] != (height, width):
         images = F.interpolate(images, size=(height, width), mode="bilinear", align_corners=False)
     return normalize(images, mean, std), labels
+
+
+def known_image_count(source: DataSource) -> int | None:
+    """How many calibration images ``source`` holds when that is known without reading it (the demo
+    digits, uploaded images); None for a folder or tensor file, read only when calibrating."""
+    if source.kind == "demo":
+        return demo_split_size("train")
+    if source.kind == "upload":
+        return len(source.uploads)
+    return None
 
 
 def load_images(source: DataSource, input_config: InputConfig, calibration_images: int) -> Tensor:
