@@ -145,6 +145,10 @@ def check_bit_type(value: object, path: KeyPath, loc: Locator, sink: Findings) -
         name = value["name"]
         if not isinstance(name, str):
             raise loc.error(path + ("name",), f"{type_name(name)} is not allowed; valid: a string such as int8")
+        if not name.isprintable():  # line breaks and control characters do not survive a YAML round trip
+            raise loc.error(
+                path + ("name",), f"{name!r} is not allowed; valid: a one-line label without control characters"
+            )
         match = _PRESET_NAME.fullmatch(name)
         if match and (match.group(1) == "", int(match.group(2))) != (signed, bits):
             sink.append(
