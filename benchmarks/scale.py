@@ -82,14 +82,12 @@ def worker(name: str, batches: int, batch_size: int, threads: int) -> dict[str, 
         for batch in data:
             model(batch)
         forward = time.perf_counter() - start
-    half = run_calibration(model, data[: batches // 2], config)
-    half_bytes = half.nbytes
-    del half
-    before = rss_mb()
+    before = rss_mb()  # the first run after the forward, so no earlier run's freed memory hides its peak
     with PeakSampler() as sampler:
         start = time.perf_counter()
         run = run_calibration(model, data, config)
         calibration = time.perf_counter() - start
+    half_bytes = run_calibration(model, data[: batches // 2], config).nbytes
     start = time.perf_counter()
     table = error_table(run)
     table_s = time.perf_counter() - start

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from explorer.stats.layout import row_blocks
+from explorer.stats.layout import outer_chunks, row_blocks
 
 # The finest bin width is 2**EXP_MIN: scaling by 2**-EXP_MIN stays finite in float32, and any
 # magnitude below it (subnormals) lands in the first bin.
@@ -109,9 +109,9 @@ class SignedHistogram:
 
         ``values`` is rows ``[R, n]`` or blocks ``[outer, R, inner]``
         (:func:`~explorer.stats.layout.channel_blocks`); ``lo``/``hi`` are the rows' extremes. Few
-        passes, all in memory order: scale by each row's power-of-two factor, floor and offset in
-        float32 (exact while the indices stay below 2**24), one conversion and one ``bincount``; the
-        rows' totals check that every value fell inside its own row's grid.
+        passes, in memory order and a few MB at a time: scale by each row's power-of-two factor, floor
+        and offset in float32 (exact while the indices stay below 2**24), one conversion and one
+        ``bincount``; the rows' totals check that every value fell inside its own row's grid.
         """
         blocks = values if values.dim() == 3 else row_blocks(values)
         half, count = self.half_bins, self.rows
@@ -120,40 +120,41 @@ class SignedHistogram:
         neg, pos = inverse[:, 0], inverse[:, 1]
         has_neg, has_pos = lo < 0, hi > 0
         # A row with values on one side only (or the same grid on both) needs one factor for all its values.
-        if bool(((self.exponent[:, 0] == self.exponent[:, 1]) | ~has_neg | ~has_pos).all()):
-            index = blocks * torch.where(has_neg & ~has_pos, neg, pos).view(shape)
-        else:
-            # Of x * neg and x * pos, the factor of x's own side gives the larger product when the negative
-            # grid is the coarser (neg < pos), the smaller otherwise: a max under the sign ``s`` picks it
-            # (the other product may overflow; the max discards it).
-            s = torch.where(neg < pos, 1.0, -1.0)
-            index = blocks * (s * neg).view(shape)
-            torch.maximum(index, blocks * (s * pos).view(shape), out=index)
-            index.mul_(s.view(shape))
-        index.floor_()  # inside the grid: -H .. H - 1 (negative values: -1 .. -H); each row's bin -H-1 holds its zeros
-        if zeros is None:
-            if bool(((lo <= 0) & (hi >= 0)).any()):
-                index.masked_fill_(blocks == 0, -half - 1)
-            else:
-                zeros = torch.zeros_like(lo, dtype=torch.int64)
+        one_factor = bool(((self.exponent[:, 0] == self.exponent[:, 1]) | ~has_neg | ~has_pos).all())
+        factor = torch.where(has_neg & ~has_pos, neg, pos).view(shape)
+        # Else, of x * neg and x * pos, the factor of x's own side gives the larger product when the negative
+        # grid is the coarser (neg < pos), the smaller otherwise: a max under the sign ``s`` picks it (the
+        # other product may overflow; the max discards it).
+        s = torch.where(neg < pos, 1.0, -1.0).view(shape)
+        neg_s, pos_s = s * neg.view(shape), s * pos.view(shape)
+        count_zeros = zeros is None and bool(((lo <= 0) & (hi >= 0)).any())
         per_row = 2 * half + 1
-        offset = torch.arange(count, device=blocks.device) * per_row + half + 1
-        if count * per_row < _FLOAT_EXACT:
-            flat = index.add_(offset.to(index.dtype).view(shape)).reshape(-1).int()
-        else:
-            flat = (index.long() + offset.view(shape)).reshape(-1)
+        offset = (torch.arange(count, device=blocks.device) * per_row + half + 1).view(shape)
+        ascending = torch.zeros(count * per_row, dtype=torch.int64, device=blocks.device)
         outside = ValueError("SignedHistogram.binned: values outside the histogram's grids (see grown_for)")
-        try:
-            ascending = torch.bincount(flat, minlength=count * per_row)
-        except RuntimeError as exc:  # a negative index: below the first row's grid
-            raise outside from exc
-        if ascending.numel() != count * per_row or bool(
-            (ascending.view(count, per_row).sum(dim=1) != flat.numel() // count).any()
-        ):
+        for _, part in outer_chunks(blocks):
+            if one_factor:
+                index = part * factor
+            else:
+                index = part * neg_s
+                torch.maximum(index, part * pos_s, out=index)
+                index.mul_(s)
+            index.floor_()  # inside the grid: -H .. H - 1 (negative values: -1 .. -H)
+            if count_zeros:
+                index.masked_fill_(part == 0, -half - 1)  # each row's bin -H-1 holds its zeros
+            if count * per_row < _FLOAT_EXACT:
+                flat = index.add_(offset.to(index.dtype)).reshape(-1).int()
+            else:
+                flat = (index.long() + offset).reshape(-1)
+            try:
+                ascending += torch.bincount(flat, minlength=count * per_row)
+            except RuntimeError as exc:  # a negative index (below the first row's grid) or one past the last
+                raise outside from exc
+        if bool((ascending.view(count, per_row).sum(dim=1) != blocks.shape[0] * blocks.shape[2]).any()):
             raise outside
         ascending = ascending.view(count, per_row)
         if zeros is None:
-            zeros = ascending[:, 0].clone()
+            zeros = ascending[:, 0].clone() if count_zeros else torch.zeros_like(lo, dtype=torch.int64)
         else:
             ascending[:, half + 1] -= zeros.to(ascending.dtype)  # zeros fell in the first positive bin
         return torch.stack([ascending[:, 1 : half + 1].flip(1), ascending[:, half + 1 :]], dim=1), zeros

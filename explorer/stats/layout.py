@@ -9,6 +9,7 @@ attention maps ``[B, heads, N, N]``).
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import torch
 from torch import Tensor
@@ -66,6 +67,19 @@ def row_blocks(rows: Tensor) -> Tensor:
     if rows.t().is_contiguous():
         return rows.t().unsqueeze(2)
     return rows.contiguous().unsqueeze(0)
+
+
+CHUNK_VALUES = 1 << 20
+"""Values per slice in :func:`outer_chunks` (4 MB of float32)."""
+
+
+def outer_chunks(blocks: Tensor, values: int = CHUNK_VALUES) -> Iterator[tuple[int, Tensor]]:
+    """``(start, part)``: ``blocks [outer, R, inner]`` sliced along ``outer`` into parts of about
+    ``values`` values, so passes over a large tensor hold a few MB of temporaries at a time (in
+    cache) instead of several copies of the whole tensor."""
+    step = max(1, values // max(1, blocks.shape[1] * blocks.shape[2]))
+    for start in range(0, blocks.shape[0], step):
+        yield start, blocks[start : start + step]
 
 
 def blocks_as_rows(blocks: Tensor) -> Tensor:

@@ -22,7 +22,7 @@ from torch import Tensor
 
 from explorer.limits import STATS_CHANNEL_BIN_BUDGET, STATS_CHANNEL_HALF_BINS, STATS_POINT_HALF_BINS, STATS_RAW_VALUES
 from explorer.stats.histogram import SignedHistogram
-from explorer.stats.layout import CALIBRATION_MODES, blocks_as_rows, channel_blocks, checked_tensor
+from explorer.stats.layout import CALIBRATION_MODES, blocks_as_rows, channel_blocks, checked_tensor, outer_chunks
 from explorer.stats.quantile import tail_length, tail_quantile
 
 DEFAULT_ALPHA_FLOOR = 0.999
@@ -172,10 +172,19 @@ def _batch_ends(
     lower, upper = _end_thresholds(channels, k)
     point_lower, point_upper = _end_thresholds(point, point_k)
     shape = (1, rows, 1)
-    mask = blocks >= torch.minimum(lower, point_lower).view(shape)
-    mask |= blocks < torch.maximum(upper, point_upper).view(shape)
-    where = mask.reshape(-1).nonzero().squeeze(1)
-    values, row = blocks.reshape(-1)[where], (where // blocks.shape[2]) % rows
+    high_enough, low_enough = (
+        torch.minimum(lower, point_lower).view(shape),
+        torch.maximum(upper, point_upper).view(shape),
+    )
+    found, where = [], []
+    for start, part in outer_chunks(blocks):
+        mask = part >= high_enough
+        mask |= part < low_enough
+        at = mask.reshape(-1).nonzero().squeeze(1)
+        found.append(part.reshape(-1)[at])
+        where.append(at + start * rows * blocks.shape[2])
+    values, at = torch.cat(found), torch.cat(where)
+    row = (at // blocks.shape[2]) % rows
     high, low = values >= lower[row], values < upper[row]
     point_high, point_low = values >= point_lower, values < point_upper
     return (
@@ -266,7 +275,7 @@ class PointStats:
         channel_batch = SignedHistogram(channel_counts, grown_channels.exponent, zeros)
         point_lo, point_hi, point_zeros = lo.amin().reshape(1), hi.amax().reshape(1), zeros.sum().reshape(1)
         grown = (self.point_hist or SignedHistogram.empty(1, POINT_HALF_BINS, v.device)).grown_for(point_lo, point_hi)
-        point_counts, _ = grown.binned(blocks.reshape(1, 1, -1), point_lo, point_hi, point_zeros)
+        point_counts, _ = grown.binned(blocks.reshape(-1, 1, 1), point_lo, point_hi, point_zeros)
         point_batch = SignedHistogram(point_counts, grown.exponent, point_zeros)
         top, bottom, extra_top, extra_bottom = _batch_ends(
             blocks,
@@ -279,7 +288,7 @@ class PointStats:
             channel_counts + grown_channels.counts, grown_channels.exponent, grown_channels.zeros + zeros
         )
         point_hist = SignedHistogram(point_counts + grown.counts, grown.exponent, grown.zeros + point_zeros)
-        sumsq = (blocks * blocks).sum(dim=(0, 2)).double()
+        sumsq = torch.stack([(part * part).sum(dim=(0, 2)).double() for _, part in outer_chunks(blocks)]).sum(0)
         raw = kept_raw(self.raw, blocks, self.count)
         # commit
         self.channel_hist, self.point_hist = channel_hist, point_hist
