@@ -119,8 +119,10 @@ class OmseObserver(Observer):
         for k in range(0, NUM_CANDIDATES, step):
             s = scale[:, k : k + step].unsqueeze(2).float()
             zp = zero_point[:, k : k + step].unsqueeze(2).float()
-            x_hat = (torch.clamp(torch.round(x / s) + zp, qmin, qmax) - zp) * s
-            out.append((x - x_hat).square_().sum(dim=2, dtype=torch.float64))
+            error = (
+                torch.div(x, s).round_().add_(zp).clamp_(qmin, qmax).sub_(zp).mul_(s).sub_(x)
+            )  # in place: one buffer
+            out.append(error.square_().sum(dim=2).double())
         return torch.cat(out, dim=1)
 
 
