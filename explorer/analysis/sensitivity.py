@@ -35,9 +35,9 @@ class Score:
 
 
 SCORE_BATCH = 64
-"""Images per forward when scoring. A block's outputs do not depend on how the images are batched, and
-per image, a vit_tiny block on 16 images took 2-3× as long as on 64 (2 threads, shared machine: the
-cost per operation dominates); 64 vit_base images still hold only a few hundred MB of activations."""
+"""Images per forward when scoring. Regrouping changes no output (bit for bit on the CPU), and per
+image a vit_tiny block on 16 images took about 2× as long as on 64 (2 threads, shared machine: the
+cost per operation dominates); 64 vit_base images hold a few hundred MB of activations."""
 
 
 class ModelScorer:
