@@ -87,8 +87,12 @@ def fake_quantize(
     """Quantize then dequantize, in ``x``'s dtype; a log ``quantizer`` keeps the top of the uniform
     grid (the observer's clip max) and maps onto powers of its base below it (:func:`fake_quantize_log`)."""
     if quantizer == "uniform":
-        out = dequantize(quantize(x.float(), scale, zero_point, bit_type), scale, zero_point)
-        return out.to(x.dtype)
+        # dequantize(quantize(x)) in four passes over one buffer (it runs on every activation of a
+        # quantized model): clamping round(x / scale) to the codes shifted by the zero point is the same
+        # integer arithmetic, exact in float, so the values are those of the two-step formula.
+        q = torch.div(x.float(), scale).round_()
+        q.clamp_(bit_type.lower_bound - zero_point, bit_type.upper_bound - zero_point)
+        return q.mul_(scale).to(x.dtype)
     return fake_quantize_log(x, representable_range(scale, zero_point, bit_type)[1], bit_type.bits, quantizer)
 
 

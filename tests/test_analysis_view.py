@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -39,6 +40,31 @@ def test_sensitivity_tab_measures_every_point_and_opens_one() -> None:
     at.button(key="sens_open").click().run()
     assert at.session_state["view"] == "Layer"
     assert any(m.value == "**Tune block 3 · mlp_fc2**" for m in at.markdown)
+
+
+def _click_bar(payload: str) -> None:
+    """App script: the sensitivity chart's state as the browser reports a click, then the chart's callback."""
+    import streamlit as st
+    from streamlit.elements.plotly_chart import PlotlyChartSelectionSerde
+
+    from explorer.ui.analysis_view import _select_from_chart
+
+    st.session_state["sens_chart"] = PlotlyChartSelectionSerde().deserialize(payload)
+    _select_from_chart("sens_chart")
+
+
+def test_clicking_a_bar_opens_its_point_in_the_layer_tab() -> None:
+    table = pd.DataFrame(
+        {"block": [0, 2, 1], "point": ["attn_qkv", "intSoft", "mlp_fc2"], "only_sqnr_db": [30.0, 10.0, 20.0]}
+    )
+    bar = sensitivity_figure(table, "only_sqnr_db").data[0]
+    i = 1  # the second most harmful bar: only_sqnr_db 20, block 1 · mlp_fc2
+    point = {"curve_number": 0, "point_number": i, "point_index": i, "x": bar.x[i], "y": bar.y[i], "label": bar.y[i]}
+    payload = {"selection": {"points": [point], "point_indices": [i], "box": [], "lasso": []}}
+    at = AppTest.from_function(_click_bar, args=(json.dumps(payload),)).run()
+    assert not at.exception, at.exception
+    assert (at.session_state["sel_block"], at.session_state["sel_point"]) == (1, "mlp_fc2")
+    assert at.session_state["view"] == "Layer"
 
 
 def test_recommend_tab_compares_and_applies(monkeypatch: pytest.MonkeyPatch) -> None:

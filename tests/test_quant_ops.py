@@ -196,6 +196,22 @@ def test_fake_quantize_matches_numpy(bit_type: BitType) -> None:
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6 * float(scale.max()))
 
 
+@pytest.mark.parametrize("bit_type", [INT8, UINT8, INT4, UINT4])
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_fake_quantize_equals_quantize_then_dequantize(bit_type: BitType, per_channel: bool) -> None:
+    # the one-buffer uniform path gives exactly the values of the two-step formula, ties and clipping included
+    rng = np.random.default_rng(6)
+    shape = (12,) if per_channel else ()
+    scale = torch.from_numpy(rng.uniform(0.01, 0.2, shape).astype(np.float32))
+    zero_point = torch.from_numpy(rng.integers(bit_type.lower_bound, bit_type.upper_bound + 1, shape))
+    codes = rng.integers(bit_type.lower_bound - 40, bit_type.upper_bound + 40, (64, 12))
+    codes = codes + rng.choice([0.0, 0.5], (64, 12))
+    x = torch.from_numpy(codes.astype(np.float32)) * scale  # on the grid, half way between levels, and beyond it
+    x = torch.cat([x, torch.from_numpy(rng.normal(0, 5, (64, 12)).astype(np.float32))])
+    want = dequantize(quantize(x, scale, zero_point, bit_type), scale, zero_point)
+    assert torch.equal(fake_quantize(x, scale, zero_point, bit_type), want)
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
 def test_fake_quantize_keeps_dtype(dtype: torch.dtype) -> None:
     x = torch.linspace(-2, 2, 33).to(dtype)

@@ -57,23 +57,20 @@ def test_one_row_per_point(table: pd.DataFrame, run: ExplorerRun) -> None:
     assert list(zip(table["block"], table["point"], strict=True)) == run.points
 
 
-@pytest.mark.parametrize("key", [(0, "attn_qkv"), (1, "intSoft"), (3, "mlp_act")])
 def test_rows_match_direct_computation(
-    table: pd.DataFrame,
-    demo_model: VisionTransformer,
-    run: ExplorerRun,
-    eval_batches: list[Tensor],
-    key: tuple[int, str],
+    table: pd.DataFrame, demo_model: VisionTransformer, run: ExplorerRun, eval_batches: list[Tensor]
 ) -> None:
+    # every point; float rounding differs (timm's fused attention in blocks with nothing quantized, one
+    # batch here), and it weighs more the higher the SQNR, hence a relative tolerance
     qvit = quantized_model(demo_model, run, run.config)
     images = torch.cat(eval_batches)
-    row = table[(table["block"] == key[0]) & (table["point"] == key[1])].iloc[0]
-    only = _direct(qvit, demo_model, images, set(run.points) - {key})
-    all_but = _direct(qvit, demo_model, images, {key})
-    assert row["only_sqnr_db"] == pytest.approx(only[0], abs=1e-3)
-    assert row["only_agreement"] == pytest.approx(only[1])
-    assert row["all_but_sqnr_db"] == pytest.approx(all_but[0], abs=1e-3)
-    assert row["all_but_agreement"] == pytest.approx(all_but[1])
+    for row, key in zip(table.itertuples(), run.points, strict=True):
+        only = _direct(qvit, demo_model, images, set(run.points) - {key})
+        all_but = _direct(qvit, demo_model, images, {key})
+        assert row.only_sqnr_db == pytest.approx(only[0], rel=1e-4), key
+        assert row.only_agreement == pytest.approx(only[1]), key
+        assert row.all_but_sqnr_db == pytest.approx(all_but[0], rel=1e-4), key
+        assert row.all_but_agreement == pytest.approx(all_but[1]), key
 
 
 def test_all_float_is_fp32(demo_model: VisionTransformer, run: ExplorerRun, eval_batches: list[Tensor]) -> None:
