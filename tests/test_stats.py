@@ -288,16 +288,17 @@ def test_binned_counts_match_numpy_on_edges_zeros_and_lopsided_rows(layout: str)
         SignedHistogram.empty(6, 64).binned(x, lo, hi)  # grids not grown for the data
 
 
-def test_batch_ends_equal_a_full_sort_on_ties_zeros_and_dead_channels() -> None:
-    """The kept per-batch ends (found by histogram thresholds) == the sorted ends, per channel and
-    over the whole point, on data full of ties, zeros and constant channels."""
+@pytest.mark.parametrize("alpha_floor", [0.95, 0.999])  # ends found by top-k / by histogram thresholds
+def test_batch_ends_equal_a_full_sort_on_ties_zeros_and_dead_channels(alpha_floor: float) -> None:
+    """The kept per-batch ends == the sorted ends, per channel and over the whole point, on data
+    full of ties, zeros and constant channels."""
     g = gen(9)
     x = torch.relu(torch.randn(4, 50, 6, generator=g))
     x[..., 1] = 0.0  # a dead channel
     x[..., 2] = torch.round(x[..., 2] * 2) / 2  # ties
     x[..., 3] = -2.5  # a constant channel
     x[..., 4] = -x[..., 4]
-    stats = stats_of([x], alpha_floor=0.95)
+    stats = stats_of([x], alpha_floor=alpha_floor)
     rows = x.reshape(-1, 6).t()
     k = stats.channel_ends.top[0].shape[1]
     ordered = torch.sort(rows, dim=1).values

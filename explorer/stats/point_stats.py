@@ -23,7 +23,7 @@ from torch import Tensor
 from explorer.limits import STATS_CHANNEL_BIN_BUDGET, STATS_CHANNEL_HALF_BINS, STATS_POINT_HALF_BINS, STATS_RAW_VALUES
 from explorer.stats.histogram import SignedHistogram
 from explorer.stats.layout import CALIBRATION_MODES, blocks_as_rows, channel_blocks, checked_tensor, outer_chunks
-from explorer.stats.quantile import tail_length, tail_quantile
+from explorer.stats.quantile import row_ends, tail_length, tail_quantile
 
 DEFAULT_ALPHA_FLOOR = 0.999
 # Sizes are fixed per point, whatever the data or the number of batches (see explorer.limits).
@@ -31,6 +31,9 @@ POINT_HALF_BINS = STATS_POINT_HALF_BINS
 CHANNEL_BIN_BUDGET = STATS_CHANNEL_BIN_BUDGET
 CHANNEL_HALF_BINS_MIN, CHANNEL_HALF_BINS_MAX = STATS_CHANNEL_HALF_BINS
 RAW_LIMIT = STATS_RAW_VALUES
+# Above this share of a row kept at each end (a low alpha floor), plain top-k selections are cheaper
+# than sorting the candidates found by histogram thresholds.
+_THRESHOLD_SHARE = 1 / 32
 
 
 def channel_half_bins(channels: int) -> int:
@@ -167,15 +170,20 @@ def _batch_ends(
     [outer, C, inner]`` (``[C, k]``, outwards-in), and of the whole point's ``point_k`` largest and
     smallest, those its channels' ends do not hold (``[1, e]``; see :func:`_beyond_channel_ends`).
     The thresholds come from the batch's own histograms (``channels``, ``point``), so one comparison
-    pass and a sort of the few candidates replace top-k selections over everything."""
+    pass and a sort of the few candidates replace top-k selections over everything. At a low floor
+    (ends a large share of each row) the channels' coarse histograms find too many candidates, and
+    their ends come from plain top-k selections instead."""
     rows = blocks.shape[1]
-    lower, upper = _end_thresholds(channels, k)
+    by_topk = k > blocks.shape[0] * blocks.shape[2] * _THRESHOLD_SHARE
     point_lower, point_upper = _end_thresholds(point, point_k)
+    if by_topk:
+        lower = point_lower.new_full((rows,), float("inf"))  # no channel candidates: only the point's
+        upper = point_upper.new_full((rows,), -float("inf"))
+    else:
+        lower, upper = _end_thresholds(channels, k)
     shape = (1, rows, 1)
-    high_enough, low_enough = (
-        torch.minimum(lower, point_lower).view(shape),
-        torch.maximum(upper, point_upper).view(shape),
-    )
+    high_enough = torch.minimum(lower, point_lower).view(shape)
+    low_enough = torch.maximum(upper, point_upper).view(shape)
     found, where = [], []
     for start, part in outer_chunks(blocks):
         mask = part >= high_enough
@@ -185,11 +193,16 @@ def _batch_ends(
         where.append(at + start * rows * blocks.shape[2])
     values, at = torch.cat(found), torch.cat(where)
     row = (at // blocks.shape[2]) % rows
-    high, low = values >= lower[row], values < upper[row]
     point_high, point_low = values >= point_lower, values < point_upper
+    if by_topk:
+        top, bottom = row_ends(blocks_as_rows(blocks), k)
+    else:
+        high, low = values >= lower[row], values < upper[row]
+        top = _ends_of_rows(values[high], row[high], rows, k, descending=True)
+        bottom = _ends_of_rows(values[low], row[low], rows, k, descending=False)
     return (
-        _ends_of_rows(values[high], row[high], rows, k, descending=True),
-        _ends_of_rows(values[low], row[low], rows, k, descending=False),
+        top,
+        bottom,
         _beyond_channel_ends(values[point_high], row[point_high], point_k, k, descending=True),
         _beyond_channel_ends(values[point_low], row[point_low], point_k, k, descending=False),
     )
