@@ -150,17 +150,22 @@ def _ends_of_rows(values: Tensor, rows: Tensor, count: int, k: int, descending: 
     return values[order][starts.unsqueeze(1) + torch.arange(k, device=values.device)]
 
 
-def _beyond_channel_ends(values: Tensor, rows: Tensor, k: int, channel_k: int, descending: bool) -> Tensor:
-    """``[1, e]``: of the ``k`` most extreme candidates ``values`` (row index ``rows``; the largest when
-    ``descending``), those beyond their own channel's ``channel_k`` kept ends. With the channels'
-    ends they rebuild the whole point's ``k`` ends, so those are not stored twice."""
-    order = torch.argsort(values, descending=descending, stable=True)[:k]
-    row = rows[order]
-    by_row = torch.argsort(row, stable=True)  # stable: extreme-first within each row
-    per_row = torch.bincount(row, minlength=int(row.max()) + 1 if row.numel() else 0)
-    rank = torch.empty_like(by_row)
-    rank[by_row] = torch.arange(by_row.numel(), device=row.device) - (per_row.cumsum(0) - per_row)[row[by_row]]
-    return values[order][rank >= channel_k].unsqueeze(0)
+def _beyond_channel_ends(values: Tensor, rows: Tensor, k: int, channel_top: Tensor) -> Tensor:
+    """``[1, e]`` (in no particular order): the values of the whole point's ``k`` largest (found among the
+    candidates ``values`` of channels ``rows``) that are not among their own channel's kept largest
+    ``channel_top [C, m]``. With the channels' ends they rebuild the point's ``k`` largest exactly
+    (see :func:`point_ends_from`), so those are not stored twice. No sort: one selection finds the
+    cutoff; copies of a channel's last kept value count as beyond it only past the copies it keeps."""
+    cutoff = torch.kthvalue(values, values.numel() - k + 1).values  # the k-th largest
+    chosen = values > cutoff
+    ties = (values == cutoff).nonzero().squeeze(1)[: k - int(chosen.sum())]  # any copies of the cutoff will do
+    chosen[ties] = True
+    top, row = values[chosen], rows[chosen]
+    last = channel_top[:, -1]  # each channel's smallest kept value: everything above it is kept
+    at_last = torch.bincount(row[top == last[row]], minlength=last.numel())
+    kept_at_last = (channel_top == last.unsqueeze(1)).sum(dim=1)
+    extra = torch.cat([top[top < last[row]], last.repeat_interleave((at_last - kept_at_last).clamp_min(0))])
+    return extra.unsqueeze(0)
 
 
 def _batch_ends(
@@ -203,8 +208,8 @@ def _batch_ends(
     return (
         top,
         bottom,
-        _beyond_channel_ends(values[point_high], row[point_high], point_k, k, descending=True),
-        _beyond_channel_ends(values[point_low], row[point_low], point_k, k, descending=False),
+        _beyond_channel_ends(values[point_high], row[point_high], point_k, top),
+        -_beyond_channel_ends(-values[point_low], row[point_low], point_k, -bottom),
     )
 
 
