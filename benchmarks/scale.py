@@ -1,7 +1,8 @@
 """Real-size ViTs: calibration time and memory of the per-point statistics, and tuning speed.
 
 For each model (timm, random init, seed 0, 224², random normal images; every row of a model sees
-the same batches), in one process per model with ``--threads`` threads (default 2):
+the same batches), in one process per model with ``--threads`` threads (default 2). Times are
+medians of ``--repeats`` runs (default 3), forward and calibration alternating:
 - ``forward s``: the plain float forward of the batches (timm's own model, no wrapper);
 - ``calibration s``: ``run_calibration`` on the same batches (the statistics of every point, from
   which all four observers are fitted), and its ratio to the forward (target ≤ 2.5×);
@@ -61,7 +62,7 @@ class PeakSampler:
         self.peak = max(self.peak, rss_mb())
 
 
-def worker(name: str, batches: int, batch_size: int, threads: int) -> dict[str, Any]:
+def worker(name: str, batches: int, batch_size: int, threads: int, repeats: int) -> dict[str, Any]:
     """Measure one model; returns the figures as a dict."""
     import timm
     import torch
@@ -76,21 +77,38 @@ def worker(name: str, batches: int, batch_size: int, threads: int) -> dict[str, 
     g = torch.Generator().manual_seed(1)
     data = [torch.randn(batch_size, 3, 224, 224, generator=g) for _ in range(batches)]
     config = load_config("configs/quant_config_minmax.yaml")
+
+    def forward_s() -> float:
+        with torch.no_grad():
+            start = time.perf_counter()
+            for batch in data:
+                model(batch)
+            return time.perf_counter() - start
+
+    def calibration_s() -> float:
+        start = time.perf_counter()
+        run_calibration(model, data, config)
+        return time.perf_counter() - start
+
     with torch.no_grad():
         model(data[0][:2])  # warm-up
-        start = time.perf_counter()
-        for batch in data:
-            model(batch)
-        forward = time.perf_counter() - start
+    forwards = [forward_s()]
     before = rss_mb()  # the first run after the forward, so no earlier run's freed memory hides its peak
     with PeakSampler() as sampler:
         start = time.perf_counter()
         run = run_calibration(model, data, config)
-        calibration = time.perf_counter() - start
+        calibrations = [time.perf_counter() - start]
+    for _ in range(repeats - 1):  # alternate, so a noisy spell hits both sides
+        forwards.append(forward_s())
+        calibrations.append(calibration_s())
+    forward, calibration = statistics.median(forwards), statistics.median(calibrations)
     half_bytes = run_calibration(model, data[: batches // 2], config).nbytes
-    start = time.perf_counter()
-    table = error_table(run)
-    table_s = time.perf_counter() - start
+    tables = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        table = error_table(run)
+        tables.append(time.perf_counter() - start)
+    table_s = statistics.median(tables)
     refit: dict[str, float] = {}
     for observer_type in observer_names():
         for point in sorted({p for _, p in run.points}):
@@ -122,18 +140,28 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="2 batches of 4 per model (smoke run)")
+    parser.add_argument("--repeats", type=int, default=3, help="timings are medians of this many runs")
     parser.add_argument("--models", nargs="*", default=list(MODELS))
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         name, batches, batch_size = args.worker.split(":")
-        print(json.dumps(worker(name, int(batches), int(batch_size), args.threads)))
+        print(json.dumps(worker(name, int(batches), int(batch_size), args.threads, args.repeats)))
         return
     rows = []
     for name in args.models:
         batches, batch_size = (2, 4) if args.quick else MODELS[name]
         out = subprocess.run(
-            [sys.executable, __file__, "--threads", str(args.threads), "--worker", f"{name}:{batches}:{batch_size}"],
+            [
+                sys.executable,
+                __file__,
+                "--threads",
+                str(args.threads),
+                "--repeats",
+                str(args.repeats),
+                "--worker",
+                f"{name}:{batches}:{batch_size}",
+            ],  # fmt: skip
             check=True,
             capture_output=True,
             text=True,
