@@ -15,6 +15,7 @@ tensors (``state_dict``/``load_state_dict``), so a run can be saved, loaded and 
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import torch
@@ -31,6 +32,8 @@ POINT_HALF_BINS = STATS_POINT_HALF_BINS
 CHANNEL_BIN_BUDGET = STATS_CHANNEL_BIN_BUDGET
 CHANNEL_HALF_BINS_MIN, CHANNEL_HALF_BINS_MAX = STATS_CHANNEL_HALF_BINS
 RAW_LIMIT = STATS_RAW_VALUES
+# Above this share of the values, a sort is cheaper than a top-k selection.
+_TOPK_SHARE = 0.25
 # Above this share of a row kept at each end (a low alpha floor), plain top-k selections are cheaper
 # than sorting the candidates found by histogram thresholds.
 _THRESHOLD_SHARE = 1 / 32
@@ -213,6 +216,13 @@ def _batch_ends(
     )
 
 
+def _largest(values: Tensor, k: int) -> Tensor:
+    """``[1, k]``: the ``k`` largest of 1-D ``values``, descending (a sort when ``k`` is most of them)."""
+    if k > values.numel() * _TOPK_SHARE:
+        return values.sort(descending=True).values[:k].unsqueeze(0)
+    return torch.topk(values, k).values.unsqueeze(0)
+
+
 def point_ends_from(channel_ends: BatchEnds, extra: BatchEnds, channels: int, alpha_floor: float) -> BatchEnds:
     """The whole point's per-batch ends, rebuilt from its channels' ends and the values beyond them
     (``extra``): each batch's ``k`` most extreme of their union are exactly the point's."""
@@ -221,11 +231,16 @@ def point_ends_from(channel_ends: BatchEnds, extra: BatchEnds, channels: int, al
         channel_ends.top, channel_ends.bottom, extra.top, extra.bottom, channel_ends.lengths, strict=True
     ):
         k = tail_length(n * channels, alpha_floor)
-        tops.append(torch.topk(torch.cat([top.reshape(-1), extra_top.reshape(-1)]), k).values.unsqueeze(0))
-        smallest = torch.topk(torch.cat([bottom.reshape(-1), extra_bottom.reshape(-1)]), k, largest=False)
-        bottoms.append(smallest.values.unsqueeze(0))
+        tops.append(_largest(torch.cat([top.reshape(-1), extra_top.reshape(-1)]), k))
+        bottoms.append(-_largest(-torch.cat([bottom.reshape(-1), extra_bottom.reshape(-1)]), k))
         lengths.append(n * channels)
     return BatchEnds(tops, bottoms, lengths)
+
+
+# The last rebuilt point ends, keyed by the statistics' version: a refit and its summary read the same
+# view twice, and one entry keeps the memory bounded (the ends are not stored whole on purpose).
+_VERSIONS = itertools.count()
+_last_point_ends: tuple[int, BatchEnds] | None = None
 
 
 @dataclass(frozen=True)
@@ -266,6 +281,7 @@ class PointStats:
         self.channel_ends = BatchEnds([], [], [])
         self.point_extra = BatchEnds([], [], [])  # per batch, the point's ends its channels' ends lack
         self.raw: list[Tensor] | None = []  # [C, n] per batch while small
+        self.version = next(_VERSIONS)  # changes with every change of the statistics
 
     @property
     def channels(self) -> int | None:
@@ -328,6 +344,7 @@ class PointStats:
         self.count += n
         self.ndim = v.dim()
         self.num_batches += 1
+        self.version = next(_VERSIONS)
 
     def merge(self, other: PointStats) -> PointStats:
         """Fold ``other`` (the same point, later batches) into this one, exactly; returns ``self``."""
@@ -360,6 +377,7 @@ class PointStats:
         self.raw = self.raw + other.raw if both and (self.count + other.count) * self.channels <= RAW_LIMIT else None  # type: ignore[operator]
         self.count += other.count
         self.num_batches += other.num_batches
+        self.version = next(_VERSIONS)
         return self
 
     # ----- reading ----------------------------------------------------------------------
@@ -379,9 +397,20 @@ class PointStats:
         return StatsView(
             calibration_mode, self.num_batches, self.ndim, self.min.amin().reshape(1), self.max.amax().reshape(1),
             self.count * self.min.numel(), self.sumsq.sum().reshape(1), self.point_hist,
-            point_ends_from(self.channel_ends, self.point_extra, self.min.numel(), self.alpha_floor),
+            self._point_ends(),
             self.alpha_floor, None if raw is None else raw.reshape(1, -1),
         )  # fmt: skip
+
+    def _point_ends(self) -> BatchEnds:
+        """The whole point's per-batch ends (rebuilt; the last one rebuilt is reused)."""
+        global _last_point_ends
+        last = _last_point_ends
+        if last is not None and last[0] == self.version:
+            return last[1]
+        assert self.min is not None
+        ends = point_ends_from(self.channel_ends, self.point_extra, self.min.numel(), self.alpha_floor)
+        _last_point_ends = (self.version, ends)
+        return ends
 
     def nbytes(self) -> int:
         """Bytes held by the statistics."""
@@ -446,3 +475,4 @@ class PointStats:
         self.min, self.max, self.sumsq = lo, hi, sumsq
         self.channel_hist, self.point_hist = channel_hist, point_hist
         self.channel_ends, self.point_extra, self.raw = channel_ends, point_extra, raw
+        self.version = next(_VERSIONS)
