@@ -24,7 +24,7 @@ from torch import Tensor
 from explorer.limits import STATS_CHANNEL_BIN_BUDGET, STATS_CHANNEL_HALF_BINS, STATS_POINT_HALF_BINS, STATS_RAW_VALUES
 from explorer.stats.histogram import SignedHistogram
 from explorer.stats.layout import CALIBRATION_MODES, blocks_as_rows, channel_blocks, checked_tensor, outer_chunks
-from explorer.stats.quantile import row_ends, tail_length, tail_quantile
+from explorer.stats.quantile import row_ends, row_largest, tail_length, tail_quantile
 
 DEFAULT_ALPHA_FLOOR = 0.999
 # Sizes are fixed per point, whatever the data or the number of batches (see explorer.limits).
@@ -32,8 +32,6 @@ POINT_HALF_BINS = STATS_POINT_HALF_BINS
 CHANNEL_BIN_BUDGET = STATS_CHANNEL_BIN_BUDGET
 CHANNEL_HALF_BINS_MIN, CHANNEL_HALF_BINS_MAX = STATS_CHANNEL_HALF_BINS
 RAW_LIMIT = STATS_RAW_VALUES
-# Above this share of the values, a sort is cheaper than a top-k selection.
-_TOPK_SHARE = 0.25
 # Above this share of a row kept at each end (a low alpha floor), plain top-k selections are cheaper
 # than sorting the candidates found by histogram thresholds.
 _THRESHOLD_SHARE = 1 / 32
@@ -216,13 +214,6 @@ def _batch_ends(
     )
 
 
-def _largest(values: Tensor, k: int) -> Tensor:
-    """``[1, k]``: the ``k`` largest of 1-D ``values``, descending (a sort when ``k`` is most of them)."""
-    if k > values.numel() * _TOPK_SHARE:
-        return values.sort(descending=True).values[:k].unsqueeze(0)
-    return torch.topk(values, k).values.unsqueeze(0)
-
-
 def point_ends_from(channel_ends: BatchEnds, extra: BatchEnds, channels: int, alpha_floor: float) -> BatchEnds:
     """The whole point's per-batch ends, rebuilt from its channels' ends and the values beyond them
     (``extra``): each batch's ``k`` most extreme of their union are exactly the point's."""
@@ -231,8 +222,8 @@ def point_ends_from(channel_ends: BatchEnds, extra: BatchEnds, channels: int, al
         channel_ends.top, channel_ends.bottom, extra.top, extra.bottom, channel_ends.lengths, strict=True
     ):
         k = tail_length(n * channels, alpha_floor)
-        tops.append(_largest(torch.cat([top.reshape(-1), extra_top.reshape(-1)]), k))
-        bottoms.append(-_largest(-torch.cat([bottom.reshape(-1), extra_bottom.reshape(-1)]), k))
+        tops.append(row_largest(torch.cat([top.reshape(1, -1), extra_top], dim=1), k))
+        bottoms.append(-row_largest(-torch.cat([bottom.reshape(1, -1), extra_bottom], dim=1), k))
         lengths.append(n * channels)
     return BatchEnds(tops, bottoms, lengths)
 

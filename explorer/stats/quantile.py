@@ -61,9 +61,21 @@ def tail_quantile(top: Tensor, bottom: Tensor, n: int, q: float) -> Tensor:
     return _lerp(a.double(), b.double(), gamma)
 
 
+def _sort_beats_topk(n: int, k: int) -> bool:
+    """Whether sorting rows of ``n`` is cheaper than selecting ``k`` values from an end."""
+    return k >= n or k > max(2, int(n * _TOPK_SHARE))
+
+
+def row_largest(rows: Tensor, k: int) -> Tensor:
+    """The ``k`` largest values of each row, descending."""
+    if _sort_beats_topk(rows.shape[1], k):
+        return torch.sort(rows, dim=1, descending=True).values[:, :k]
+    return torch.topk(rows, k, dim=1, largest=True, sorted=True).values
+
+
 def row_ends(rows: Tensor, k: int) -> tuple[Tensor, Tensor]:
     """The ``k`` largest values of each row (descending) and the ``k`` smallest (ascending)."""
-    if k >= rows.shape[1] or k > max(2, int(rows.shape[1] * _TOPK_SHARE)):
+    if _sort_beats_topk(rows.shape[1], k):
         ordered = torch.sort(rows, dim=1).values
         return ordered[:, -k:].flip(1), ordered[:, :k]
     top = torch.topk(rows, k, dim=1, largest=True, sorted=True).values
@@ -80,7 +92,7 @@ def row_quantile(rows: Tensor, q: float) -> Tensor:
     n = rows.shape[1]
     below, above, _ = _positions(n, q)
     from_top, from_bottom = n - below, above + 1
-    if min(from_top, from_bottom) > max(2, int(n * _TOPK_SHARE)):
+    if _sort_beats_topk(n, min(from_top, from_bottom)):
         ordered = torch.sort(rows, dim=1).values
         return tail_quantile(ordered.flip(1), ordered, n, q)
     if from_top <= from_bottom:
