@@ -23,7 +23,7 @@ from torch import Tensor
 
 from explorer.analysis.runfile import capture_from_tensors, capture_tensors, parse_point, point_prefix
 from explorer.config import WEIGHT_POINTS
-from explorer.stats import BatchEnds, PointStats
+from explorer.stats import PointStats
 from explorer.vit import CaptureResult, PointKey
 
 T = TypeVar("T")
@@ -79,10 +79,6 @@ def _global_order(counts: Sequence[int]) -> list[int]:
     return sorted(range(len(index)), key=index.__getitem__)
 
 
-def _reordered(ends: BatchEnds, order: list[int]) -> BatchEnds:
-    return BatchEnds([ends.top[i] for i in order], [ends.bottom[i] for i in order], [ends.lengths[i] for i in order])
-
-
 def merge_in_global_order(parts: Sequence[PointStats]) -> PointStats:
     """One point's statistics from each rank (rank order) merged as one process would have built
     them from the global batch sequence (only float64 sum-of-squares rounding may differ)."""
@@ -90,10 +86,7 @@ def merge_in_global_order(parts: Sequence[PointStats]) -> PointStats:
     for part in parts:
         merged.merge(part)
     order = _global_order([part.num_batches for part in parts])
-    merged.channel_ends = _reordered(merged.channel_ends, order)
-    merged.point_extra = _reordered(merged.point_extra, order)
-    if merged.raw is not None:
-        merged.raw = [merged.raw[i] for i in order]
+    merged.reorder_batches(order)
     return merged
 
 

@@ -76,6 +76,12 @@ class BatchEnds:
     def merged(self, other: BatchEnds) -> BatchEnds:
         return BatchEnds(self.top + other.top, self.bottom + other.bottom, self.lengths + other.lengths)
 
+    def reordered(self, order: list[int]) -> BatchEnds:
+        """The same batches in ``order`` (positions into this object's batches)."""
+        return BatchEnds(
+            [self.top[i] for i in order], [self.bottom[i] for i in order], [self.lengths[i] for i in order]
+        )
+
     def count_beyond(self, low: Tensor, high: Tensor) -> tuple[Tensor, Tensor]:
         """``(counts, exact)`` per row: values ``< low`` or ``> high`` over all batches, and whether
         the kept ends were long enough for that count to be exact in every batch."""
@@ -370,6 +376,15 @@ class PointStats:
         self.num_batches += other.num_batches
         self.version = next(_VERSIONS)
         return self
+
+    def reorder_batches(self, order: list[int]) -> None:
+        """Put the per-batch parts (ends, raw values) in ``order`` (positions into the batches as
+        merged); everything else is order-free."""
+        self.channel_ends = self.channel_ends.reordered(order)
+        self.point_extra = self.point_extra.reordered(order)
+        if self.raw is not None:
+            self.raw = [self.raw[i] for i in order]
+        self.version = next(_VERSIONS)
 
     # ----- reading ----------------------------------------------------------------------
     def view(self, calibration_mode: str) -> StatsView:
