@@ -232,9 +232,12 @@ def test_block_applies_and_records_the_log_grid(
     assert block.grids["intSoft"] == quantizer and block.grids["sv_attn"] == "uniform"
     calls: list[tuple[Tensor, Tensor, str]] = []
 
-    def recording(x: Tensor, scale: Tensor, zero_point: Tensor, bit_type: BitType, grid: str = "uniform") -> Tensor:
-        out = fake_quantize(x, scale, zero_point, bit_type, grid)
-        calls.append((x, out, grid))
+    def recording(
+        x: Tensor, scale: Tensor, zero_point: Tensor, bit_type: BitType, grid: str = "uniform", inplace: bool = False
+    ) -> Tensor:
+        seen = x.clone()
+        out = fake_quantize(x, scale, zero_point, bit_type, grid, inplace)
+        calls.append((seen, out, grid))
         return out
 
     monkeypatch.setattr("explorer.vit.block.fake_quantize", recording)

@@ -212,6 +212,19 @@ def test_fake_quantize_equals_quantize_then_dequantize(bit_type: BitType, per_ch
     assert torch.equal(fake_quantize(x, scale, zero_point, bit_type), want)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_fake_quantize_in_place_gives_the_same_values(dtype: torch.dtype) -> None:
+    # in place overwrites a float32 input with exactly the out-of-place values; another dtype is converted
+    # into a copy first, so the caller's tensor is left alone
+    x = torch.linspace(-3, 3, 257).reshape(1, 257).to(dtype)
+    scale, zp = qparams_from_range(t(-2.0), t(2.5), INT4, symmetric=False)
+    want = fake_quantize(x.clone(), scale, zp, INT4)
+    original = x.clone()
+    got = fake_quantize(x, scale, zp, INT4, inplace=True)
+    assert torch.equal(got, want)
+    assert torch.equal(x, want if dtype == torch.float32 else original)
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
 def test_fake_quantize_keeps_dtype(dtype: torch.dtype) -> None:
     x = torch.linspace(-2, 2, 33).to(dtype)

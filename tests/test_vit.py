@@ -465,6 +465,27 @@ def _activations(model: nn.Module, batch: Tensor) -> list[Tensor]:
     return seen
 
 
+def test_quantized_forward_without_grad_equals_with_grad_and_spares_taps(
+    demo_model: VisionTransformer, calib: list[Tensor]
+) -> None:
+    """Without autograd the activations are fake-quantized in place: the logits are those of the
+    grad-enabled path, and a tap that keeps the tensors it saw still holds the float values."""
+    qvit = QuantViT(demo_model, int8_default())
+    qvit.calibrate(calib[:1])
+    qvit.compute_quant_params()
+    qvit.mode = "quantized"
+    batch = calib[1]
+    with torch.enable_grad():
+        want = qvit(batch).detach()
+    with torch.no_grad():
+        assert torch.equal(qvit(batch), want)
+        held: list[tuple[Tensor, Tensor]] = []
+        qvit.blocks[0].taps.append(lambda point, t: held.append((t, t.clone())))
+        assert torch.equal(qvit(batch), want)
+    assert len(held) == len(ACTIVATION_POINTS)
+    assert all(torch.equal(kept, copy) for kept, copy in held)
+
+
 def test_stats_capture_refused_point_is_recorded(demo_model: VisionTransformer, calib: list[Tensor]) -> None:
     """A point whose tensor is refused is dropped with its reason; every other point continues."""
 

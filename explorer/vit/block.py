@@ -224,7 +224,9 @@ class QuantTimmVitBlock(nn.Module):
             self._observe(point, x)
         elif self._mode == "quantized" and point not in self.float_points:
             scale, zero_point = self.qparams[point]
-            return fake_quantize(x, scale, zero_point, self.observers[point].bit_type, self._grids[point])
+            # x is a fresh op output; without autograd or a tap holding it, overwriting it is safe
+            inplace = not self.taps and not torch.is_grad_enabled()
+            return fake_quantize(x, scale, zero_point, self.observers[point].bit_type, self._grids[point], inplace)
         return x
 
     def _observe(self, point: str, x: Tensor) -> None:
