@@ -20,6 +20,7 @@ from explorer import BitType, build_observer
 from explorer.observers import observer_names
 from explorer.quant_ops import quant_error
 from explorer.stats import PointStats, SignedHistogram, error_from_stats
+from explorer.stats.layout import true_positions
 
 RAW_LIMIT = 262_144
 
@@ -286,6 +287,18 @@ def test_binned_counts_match_numpy_on_edges_zeros_and_lopsided_rows(layout: str)
     assert np.array_equal(counts.numpy(), expected) and np.array_equal(zeros.numpy(), expected_zeros)
     with pytest.raises(ValueError, match="outside the histogram's grids"):
         SignedHistogram.empty(6, 64).binned(x, lo, hi)  # grids not grown for the data
+
+
+@settings(max_examples=60, deadline=None)
+@given(length=st.integers(0, 200), density=st.sampled_from([0.0, 0.01, 0.2, 1.0]), offset=st.integers(0, 9))
+def test_true_positions_equal_nonzero(length: int, density: float, offset: int) -> None:
+    """The word-wise search finds exactly nonzero's positions, for any length (a tail shorter than a
+    word), any density, and a mask that starts off an 8-byte boundary (then it falls back)."""
+    g = gen(length * 10 + offset)
+    mask = torch.rand(length + offset, generator=g) < density
+    mask = mask[offset:]
+    assert torch.equal(true_positions(mask), mask.nonzero().squeeze(1))
+    assert torch.equal(true_positions(mask.view(1, -1, 1)), mask.nonzero().squeeze(1))
 
 
 @pytest.mark.parametrize("alpha_floor", [0.95, 0.999])  # ends found by top-k / by histogram thresholds

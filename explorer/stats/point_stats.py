@@ -23,7 +23,14 @@ from torch import Tensor
 
 from explorer.limits import STATS_CHANNEL_BIN_BUDGET, STATS_CHANNEL_HALF_BINS, STATS_POINT_HALF_BINS, STATS_RAW_VALUES
 from explorer.stats.histogram import SignedHistogram
-from explorer.stats.layout import CALIBRATION_MODES, blocks_as_rows, channel_blocks, checked_tensor, outer_chunks
+from explorer.stats.layout import (
+    CALIBRATION_MODES,
+    blocks_as_rows,
+    channel_blocks,
+    checked_tensor,
+    outer_chunks,
+    true_positions,
+)
 from explorer.stats.quantile import row_ends, row_largest, tail_length, tail_quantile
 
 DEFAULT_ALPHA_FLOOR = 0.999
@@ -200,7 +207,7 @@ def _batch_ends(
     for start, part in outer_chunks(blocks):
         mask = part >= high_enough
         mask |= part < low_enough
-        at = mask.reshape(-1).nonzero().squeeze(1)
+        at = true_positions(mask)
         found.append(part.reshape(-1)[at])
         where.append(at + start * rows * blocks.shape[2])
     values, at = torch.cat(found), torch.cat(where)
