@@ -88,7 +88,7 @@ def true_positions(mask: Tensor) -> Tensor:
     8-byte words (8 entries at a time), then only inside the words that hold any."""
     flat = mask.reshape(-1)
     whole = flat.numel() // 8 * 8
-    if flat.dtype != torch.bool or flat.data_ptr() % 8:
+    if flat.dtype != torch.bool or flat.storage_offset() % 8:
         return flat.nonzero().squeeze(1)
     words = flat[:whole].view(torch.int64).nonzero().squeeze(1)
     lanes = (words.unsqueeze(1) * 8 + torch.arange(8, device=flat.device)).reshape(-1)

@@ -157,8 +157,13 @@ def _end_thresholds(hist: SignedHistogram, k: int) -> tuple[Tensor, Tensor]:
 def _ends_of_rows(values: Tensor, rows: Tensor, count: int, k: int, descending: bool) -> Tensor:
     """``[count, k]``: the first ``k`` of each row's candidates ``values`` (row index ``rows``), in
     order (``descending`` or ascending); every row has at least ``k`` candidates."""
-    order = torch.argsort(values, descending=descending, stable=True)
-    order = order[torch.argsort(rows[order], stable=True)]
+    # One sort by (row, value): the float32 bits as an integer ordered as the values (negative values'
+    # bits reversed), below each row's index shifted past every key.
+    bits = values.view(torch.int32).long()
+    key = torch.where(bits >= 0, bits, -(2**31) - 1 - bits)
+    if descending:
+        key = -1 - key
+    order = torch.sort(rows * 2**32 + key).indices
     per_row = torch.bincount(rows, minlength=count)
     starts = per_row.cumsum(0) - per_row
     return values[order][starts.unsqueeze(1) + torch.arange(k, device=values.device)]
