@@ -130,9 +130,11 @@ class SignedHistogram:
         count_zeros = zeros is None and bool(((lo <= 0) & (hi >= 0)).any())
         per_row = 2 * half + 1
         offset = (torch.arange(count, device=blocks.device) * per_row + half + 1).view(shape)
-        ascending = torch.zeros(count * per_row, dtype=torch.int64, device=blocks.device)
-        outside = ValueError("SignedHistogram.binned: values outside the histogram's grids (see grown_for)")
-        for _, part in outer_chunks(blocks):
+        # Every value's flat bin, then one bincount: counting per chunk would clear and add all the bins each time.
+        small = count * per_row < _FLOAT_EXACT
+        flat = torch.empty(blocks.numel(), dtype=torch.int32 if small else torch.int64, device=blocks.device)
+        stride = blocks.shape[1] * blocks.shape[2]
+        for start, part in outer_chunks(blocks):
             if one_factor:
                 index = part * factor
             else:
@@ -142,14 +144,18 @@ class SignedHistogram:
             index.floor_()  # inside the grid: -H .. H - 1 (negative values: -1 .. -H)
             if count_zeros:
                 index.masked_fill_(part == 0, -half - 1)  # each row's bin -H-1 holds its zeros
-            if count * per_row < _FLOAT_EXACT:
-                flat = index.add_(offset.to(index.dtype)).reshape(-1).int()
+            dest = flat[start * stride : start * stride + part.numel()].view(part.shape)
+            if small:
+                dest.copy_(index.add_(offset.to(index.dtype)))  # exact integers in float32: converted as they are
             else:
-                flat = (index.long() + offset).reshape(-1)
-            try:
-                ascending += torch.bincount(flat, minlength=count * per_row)
-            except RuntimeError as exc:  # a negative index (below the first row's grid) or one past the last
-                raise outside from exc
+                dest.copy_(index).add_(offset)
+        outside = ValueError("SignedHistogram.binned: values outside the histogram's grids (see grown_for)")
+        try:
+            ascending = torch.bincount(flat, minlength=count * per_row)
+        except RuntimeError as exc:  # a negative index (below the first row's grid)
+            raise outside from exc
+        if ascending.numel() != count * per_row:  # an index past the last row's grid
+            raise outside
         if bool((ascending.view(count, per_row).sum(dim=1) != blocks.shape[0] * blocks.shape[2]).any()):
             raise outside
         ascending = ascending.view(count, per_row)

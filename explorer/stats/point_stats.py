@@ -132,11 +132,6 @@ class BatchEnds:
         return cls(list(top.split(kept, dim=1)), list(bottom.split(kept_bottom, dim=1)), lengths)
 
 
-def _first_reaching(counts: Tensor, k: int) -> Tensor:
-    """``[R]`` index of the first bin of each row of ``counts [R, B]`` where the running count reaches ``k``."""
-    return (counts.cumsum(dim=1) >= k).int().argmax(dim=1)
-
-
 def _end_thresholds(hist: SignedHistogram, k: int) -> tuple[Tensor, Tensor]:
     """``(lower, upper)`` float32 ``[R]`` for one batch's histogram ``hist``: every row has at least ``k``
     values ``>= lower`` and at least ``k`` values ``< upper``, read off its bins (so a comparison
@@ -145,8 +140,10 @@ def _end_thresholds(hist: SignedHistogram, k: int) -> tuple[Tensor, Tensor]:
     ascending = torch.cat([hist.counts[:, 0].flip(1), hist.zeros.unsqueeze(1), hist.counts[:, 1]], dim=1)  # zeros at H
     width = hist.width
     # Bin i covers [lower, upper): negative bin m = H-1-i is [-(m+1) w, -m w), bin H is {0}, positive bin i-H-1.
-    top = 2 * half - _first_reaching(ascending.flip(1), k)
-    bottom = _first_reaching(ascending, k)
+    reached = ascending.cumsum(dim=1)  # values in each bin and all below it
+    total = reached[:, -1:]
+    bottom = torch.searchsorted(reached, torch.full_like(total, k)).squeeze(1)  # first bin where k are reached
+    top = torch.searchsorted(reached, total - k, right=True).squeeze(1)  # last bin with k at or above it
     lower = torch.where(top < half, -(half - top) * width[:, 0], (top - half - 1).clamp_min(0) * width[:, 1])
     upper = torch.where(bottom < half, -(half - 1 - bottom) * width[:, 0], (bottom - half) * width[:, 1])
     # Values below the smallest positive float are those <= 0: the bottom bin is the zeros'.
