@@ -85,12 +85,15 @@ def outer_chunks(blocks: Tensor, values: int = CHUNK_VALUES) -> Iterator[tuple[i
 def true_positions(mask: Tensor) -> Tensor:
     """Flat positions (ascending, int64) of the True entries of a contiguous bool ``mask``, as
     ``mask.reshape(-1).nonzero()`` gives them but faster when few are set: the search runs first over
-    8-byte words (8 entries at a time), then only inside the words that hold any."""
+    8-byte words (8 entries at a time), then only inside the words that hold any (unless they are more
+    than one in eight)."""
     flat = mask.reshape(-1)
     whole = flat.numel() // 8 * 8
     if flat.dtype != torch.bool or flat.storage_offset() % 8:
         return flat.nonzero().squeeze(1)
     words = flat[:whole].view(torch.int64).nonzero().squeeze(1)
+    if words.numel() > whole // 64:  # many set: looking inside the words would cost more than it saves
+        return flat.nonzero().squeeze(1)
     lanes = (words.unsqueeze(1) * 8 + torch.arange(8, device=flat.device)).reshape(-1)
     return torch.cat([lanes[flat[lanes]], whole + flat[whole:].nonzero().squeeze(1)])
 
