@@ -210,11 +210,17 @@ class KLObserver(Observer):
         budget, else coarse-to-fine over them. Thresholds not evaluated stay ``inf``."""
         assert self.num_bins is not None
         bins, mass = tables[0], tables[1]
-        channels, levels, first = bins.shape[0], self.bit_type.levels, int(candidates[0])
-        tail = mass[:, -1:] - mass[:, candidates]
-        finite = ((bins[:, candidates - 1] > 0) | (tail == 0)) & (candidates <= self.num_bins.unsqueeze(1))
-        last_rank = (finite.sum(dim=1, keepdim=True) - 1).clamp_min(0)
-        ranked = candidates[torch.argsort((~finite).to(torch.int8), dim=1, stable=True)]  # finite ones first
+        channels, levels, first, count = bins.shape[0], self.bit_type.levels, int(candidates[0]), candidates.numel()
+        tail = mass[:, -1:] - mass[:, first : first + count]  # the candidates are consecutive thresholds
+        last_bin = bins[:, first - 1 : first - 1 + count]
+        finite = ((last_bin > 0) | (tail == 0)) & (candidates <= self.num_bins.unsqueeze(1))
+        ahead = finite.cumsum(dim=1)  # finite candidates up to each
+        last_rank = (ahead[:, -1:] - 1).clamp_min(0)
+        # Each row's finite candidates first, in order (a row with none starts with the first candidate);
+        # ranks past a row's last finite one are never read.
+        ranked = candidates[:1].repeat(channels, count + 1)
+        ranked.scatter_(1, torch.where(finite, ahead - 1, count), candidates.expand(channels, -1))
+        ranked = ranked[:, :count]
         widest = int(last_rank.max()) + 1
         divergence = torch.full(
             (channels, candidates.numel()), float("inf"), dtype=torch.float64, device=candidates.device
