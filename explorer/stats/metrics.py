@@ -75,13 +75,20 @@ def binned_sse(
 
 def mass_beyond(counts: Tensor, edges: Tensor, low: Tensor, high: Tensor) -> Tensor:
     """``[R]`` counts of values below ``low`` or above ``high``, read off the histogram
-    (the boundary bins split in proportion to the part beyond)."""
-    left, right = edges[:, :-1], edges[:, 1:]
-    width = (right - left).clamp_min(1e-300)
+    (the boundary bins split in proportion to the part beyond): running counts and a binary search
+    for the two boundary bins, instead of a pass over every bin for each end."""
     counts = counts.double()
-    below = (counts * ((low.unsqueeze(1) - left) / width).clamp(0, 1)).sum(dim=1)
-    above = (counts * ((right - high.unsqueeze(1)) / width).clamp(0, 1)).sum(dim=1)
-    return below + above
+    running = torch.nn.functional.pad(counts.cumsum(dim=1), (1, 0))  # [R, M + 1]: counts below each edge
+    last = counts.shape[1] - 1
+
+    def below(x: Tensor) -> Tensor:
+        """Counts below ``x [R]``."""
+        at = torch.searchsorted(edges, x.double().unsqueeze(1), right=True).sub_(1).clamp_(0, last)  # x's bin
+        left, right = edges.gather(1, at), edges.gather(1, at + 1)
+        inside = ((x.unsqueeze(1) - left) / (right - left).clamp_min(1e-300)).clamp(0, 1)
+        return (running.gather(1, at) + counts.gather(1, at) * inside).squeeze(1)
+
+    return below(low) + (running[:, -1] - below(high))
 
 
 @dataclass(frozen=True)
