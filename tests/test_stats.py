@@ -21,6 +21,7 @@ from explorer.observers import observer_names
 from explorer.quant_ops import quant_error
 from explorer.stats import PointStats, SignedHistogram, error_from_stats
 from explorer.stats.layout import true_positions
+from explorer.stats.quantile import row_ends, row_largest, row_quantile
 
 RAW_LIMIT = 262_144
 
@@ -287,6 +288,32 @@ def test_binned_counts_match_numpy_on_edges_zeros_and_lopsided_rows(layout: str)
     assert np.array_equal(counts.numpy(), expected) and np.array_equal(zeros.numpy(), expected_zeros)
     with pytest.raises(ValueError, match="outside the histogram's grids"):
         SignedHistogram.empty(6, 64).binned(x, lo, hi)  # grids not grown for the data
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    n=st.integers(1, 3000),
+    k=st.integers(1, 40),
+    rows=st.integers(1, 5),
+    transposed=st.booleans(),
+    ties=st.booleans(),
+    seed=st.integers(0, 99),
+)
+def test_row_selections_equal_numpy(n: int, k: int, rows: int, transposed: bool, ties: bool, seed: int) -> None:
+    """row_largest / row_ends / row_quantile (partial selections, narrowed by group peaks on long rows,
+    on contiguous rows or a channels-last tensor seen as rows) == numpy's sort and quantile."""
+    k = min(k, n)
+    g = gen(seed)
+    x = torch.randn(n, rows, generator=g) if transposed else torch.randn(rows, n, generator=g)
+    if ties:
+        x = torch.round(x * 2) / 2
+    data = x.t() if transposed else x
+    ordered = np.sort(data.numpy(), axis=1)
+    top, bottom = row_ends(data, k)
+    assert np.array_equal(top.numpy(), ordered[:, ::-1][:, :k]) and np.array_equal(bottom.numpy(), ordered[:, :k])
+    assert np.array_equal(row_largest(data, k).numpy(), ordered[:, ::-1][:, :k])
+    for q in (0.999, 0.9995, 0.0005, 0.99):
+        assert np.array_equal(row_quantile(data, q).numpy(), np.quantile(data.numpy().astype(np.float64), q, axis=1))
 
 
 @settings(max_examples=60, deadline=None)

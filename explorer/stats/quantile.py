@@ -16,6 +16,8 @@ from torch import Tensor
 
 # Above this share of a row, a full sort is cheaper than a partial selection.
 _TOPK_SHARE = 0.25
+# Rows at least this many times longer than the values sought are narrowed down by group peaks first.
+_GROUPED_FROM = 64
 
 
 def _positions(n: int, q: float) -> tuple[int, int, float]:
@@ -66,11 +68,37 @@ def _sort_beats_topk(n: int, k: int) -> bool:
     return k >= n or k > max(2, int(n * _TOPK_SHARE))
 
 
+def _select(rows: Tensor, k: int, largest: bool) -> Tensor:
+    """The ``k`` largest (or smallest) values of each row, outermost first, by a partial selection.
+
+    Long rows are split into groups of about ``sqrt(n / k)`` values first: the ``k`` values sought
+    all lie in the ``k`` groups of most extreme peaks (any group left out has a peak no more extreme
+    than each of those ``k`` groups' peaks), so one reduction pass and two small selections replace a
+    selection over every value."""
+    n = rows.shape[1]
+    if n < _GROUPED_FROM * k:
+        return torch.topk(rows, k, dim=1, largest=largest, sorted=True).values
+    size = 1 << max(3, round(math.log2(math.sqrt(n / k))))
+    full = n // size * size
+    # Groups run along memory: rows that are a transposed [n, R] tensor (channels last) are grouped
+    # down its columns, without a transposing copy.
+    columns = not rows.is_contiguous() and rows.t().is_contiguous()
+    values = rows.t() if columns else rows.contiguous()  # [n, R] or [R, n]
+    dim = 0 if columns else 1  # the axis along a row
+    groups = values.narrow(dim, 0, full).unflatten(dim, (-1, size))  # [G, size, R] or [R, G, size]
+    peaks = groups.amax(dim=dim + 1) if largest else groups.amin(dim=dim + 1)
+    chosen = torch.topk(peaks, k, dim=dim, largest=largest, sorted=False).indices.unsqueeze(dim + 1)
+    picked = groups.gather(dim, chosen.expand(*chosen.shape[: dim + 1], size, *chosen.shape[dim + 2 :]))
+    candidates = torch.cat([picked.flatten(dim, dim + 1), values.narrow(dim, full, n - full)], dim=dim)
+    found = torch.topk(candidates, k, dim=dim, largest=largest, sorted=True).values
+    return found.t() if columns else found
+
+
 def row_largest(rows: Tensor, k: int) -> Tensor:
     """The ``k`` largest values of each row, descending."""
     if _sort_beats_topk(rows.shape[1], k):
         return torch.sort(rows, dim=1, descending=True).values[:, :k]
-    return torch.topk(rows, k, dim=1, largest=True, sorted=True).values
+    return _select(rows, k, largest=True)
 
 
 def row_ends(rows: Tensor, k: int) -> tuple[Tensor, Tensor]:
@@ -78,9 +106,7 @@ def row_ends(rows: Tensor, k: int) -> tuple[Tensor, Tensor]:
     if _sort_beats_topk(rows.shape[1], k):
         ordered = torch.sort(rows, dim=1).values
         return ordered[:, -k:].flip(1), ordered[:, :k]
-    top = torch.topk(rows, k, dim=1, largest=True, sorted=True).values
-    bottom = torch.topk(rows, k, dim=1, largest=False, sorted=True).values
-    return top, bottom
+    return _select(rows, k, largest=True), _select(rows, k, largest=False)
 
 
 def row_quantile(rows: Tensor, q: float) -> Tensor:
@@ -96,7 +122,7 @@ def row_quantile(rows: Tensor, q: float) -> Tensor:
         ordered = torch.sort(rows, dim=1).values
         return tail_quantile(ordered.flip(1), ordered, n, q)
     if from_top <= from_bottom:
-        top = torch.topk(rows, from_top, dim=1, largest=True, sorted=True).values
+        top = _select(rows, from_top, largest=True)
         return tail_quantile(top, top[:, :0], n, q)
-    bottom = torch.topk(rows, from_bottom, dim=1, largest=False, sorted=True).values
+    bottom = _select(rows, from_bottom, largest=False)
     return tail_quantile(bottom[:, :0], bottom, n, q)
