@@ -314,7 +314,7 @@ def test_row_selections_equal_numpy(n: int, k: int, rows: int, transposed: bool,
     assert np.array_equal(row_largest(data, k).numpy(), ordered[:, ::-1][:, :k])
     for q in (0.999, 0.9995, 0.0005, 0.99):
         want = np.quantile(data.numpy().astype(np.float64), q, axis=1)
-        assert np.allclose(row_quantile(data, q).numpy(), want, rtol=1e-14, atol=1e-15)  # to float64 rounding
+        assert np.allclose(row_quantile(data, q).numpy(), want, rtol=1e-12, atol=1e-15)  # to float64 rounding
 
 
 @settings(max_examples=60, deadline=None)
