@@ -61,8 +61,9 @@ class KLObserver(Observer):
 
     As in NVIDIA's calibrator, the first bin's count is replaced by the second's before the
     search, so a spike of exact zeros does not dominate the divergence. After a search,
-    ``hist`` / ``bin_width`` / ``num_bins`` hold the histogram that was searched and
-    ``divergence`` the KL of every threshold.
+    ``bin_width`` / ``num_bins`` describe the histogram that was searched; ``hist`` and
+    ``divergence`` (the KL of every threshold) rebuild it and its search on access, since keeping
+    them would cost ``[C, kl_bins]`` float64 per point (700 MB on a channel-wise vit_tiny).
     """
 
     label: ClassVar[str] = "KL"
@@ -86,10 +87,20 @@ class KLObserver(Observer):
         self.first_reach: Tensor | None = None  # [C] float64 max |x| of the first batch with a non-zero value
         self._raw: list[Tensor] | None = []  # values seen while the point is small (see kept_raw)
         self._count = 0  # values seen per row
-        self.hist: Tensor | None = None  # [C, L] int64 counts of |x| searched last
         self.bin_width: Tensor | None = None  # [C] float64; 0 for a channel of zeros only
         self.num_bins: Tensor | None = None  # [C] int64, bins in use per channel (≤ L)
-        self.divergence: Tensor | None = None  # [C, L + 1] KL per threshold bin of the last search
+
+    @property
+    def hist(self) -> Tensor | None:
+        """``[C, L]`` float64 counts of ``|x|`` on the search grid (None before any statistics)."""
+        return None if self.stats_hist is None or self.num_batches == 0 else self._searched_histogram()
+
+    @property
+    def divergence(self) -> Tensor | None:
+        """``[C, L + 1]`` KL of every threshold bin (NaN below the number of levels; ``inf`` where a
+        threshold cannot win and was not evaluated); None before any statistics."""
+        hist = self.hist
+        return None if hist is None else self._search(hist)[1]
 
     def _check_values(self, lo: Tensor, hi: Tensor) -> None:
         if not self.bit_type.signed and bool((lo < 0).any()):
@@ -121,9 +132,10 @@ class KLObserver(Observer):
         first_nonzero = (reaches > 0).double().argmax(dim=0, keepdim=True)  # 0 when every batch is all zeros
         self.first_reach = reaches.gather(0, first_nonzero).squeeze(0)
 
-    def _searched_histogram(self) -> None:
-        """The ``|x|`` histogram to search, per channel: NVIDIA's grid where the statistics are fine
-        enough to rebuild it, else the statistics' own grid merged down to at most ``kl_bins`` bins."""
+    def _searched_histogram(self) -> Tensor:
+        """The ``|x|`` histogram to search ``[C, L]``, per channel: NVIDIA's grid where the statistics
+        are fine enough to rebuild it, else the statistics' own grid merged down to at most ``kl_bins``
+        bins (its grid goes to ``bin_width`` / ``num_bins``)."""
         assert self.stats_hist is not None and self.first_reach is not None
         assert self.data_min is not None and self.data_max is not None
         counts, width = self.stats_hist.magnitude()
@@ -148,8 +160,7 @@ class KLObserver(Observer):
         )
         keep = max(int(self.num_bins.max()), self.bit_type.levels)
         if self._raw is not None:
-            self.hist = self._raw_histogram(keep)
-            return
+            return self._raw_histogram(keep)
         # Counts below each search edge, read off the statistics' cumulative counts (linear inside a bin).
         cumulative = torch.nn.functional.pad(counts.double().cumsum(dim=1), (1, 0))  # [C, H + 1]
         edges = torch.arange(keep + 1, device=counts.device, dtype=torch.float64) * self.bin_width.unsqueeze(1)
@@ -159,8 +170,9 @@ class KLObserver(Observer):
         # Each channel's last bin in use takes everything beyond it (its maximum lies in it).
         past_end = torch.arange(keep + 1, device=counts.device) >= self.num_bins.unsqueeze(1)
         below_edge = torch.where(past_end, cumulative[:, -1:], below_edge)
-        self.hist = torch.diff(below_edge, dim=1)
-        self.hist[self.hist < 1e-9] = 0.0  # rounding residue is no count
+        hist = torch.diff(below_edge, dim=1)
+        hist[hist < 1e-9] = 0.0  # rounding residue is no count
+        return hist
 
     def _raw_histogram(self, keep: int) -> Tensor:
         """NVIDIA's counts of the kept raw values on the search grid (last bin in use takes the rest)."""
@@ -174,35 +186,34 @@ class KLObserver(Observer):
 
     # ----- search -----------------------------------------------------------------------
     def _clip_range(self) -> tuple[Tensor, Tensor]:
-        self._searched_histogram()
+        hist = self._searched_histogram()
         assert self.bin_width is not None
-        threshold_bin = self._search()
+        threshold_bin, _ = self._search(hist)
         amax = threshold_bin.double() * self.bin_width
         low = -amax if self.bit_type.signed else torch.zeros_like(amax)
         return low, amax
 
-    def _search(self) -> Tensor:
-        """Index ``i`` of the best threshold edge per channel (threshold = ``i * bin_width``)."""
-        assert self.hist is not None and self.num_bins is not None
-        channels, length = self.hist.shape
+    def _search(self, hist: Tensor) -> tuple[Tensor, Tensor]:
+        """Index ``i`` of the best threshold edge per channel (threshold = ``i * bin_width``) in the
+        searched histogram ``hist [C, L]``, and the divergence of every edge ``[C, L + 1]``."""
+        assert self.num_bins is not None
+        channels, length = hist.shape
         levels = self.bit_type.levels
-        candidates = torch.arange(levels, length + 1, device=self.hist.device)
-        tables = self._prefix_tables()
+        candidates = torch.arange(levels, length + 1, device=hist.device)
+        tables = _prefix_tables(hist)
         if channels * (levels + 1) * candidates.numel() <= _EXHAUSTIVE_BUDGET or channels == 1:
             # Layer-wise is always exhaustive, as TensorRT's calibrator.
             divergence = self._divergences(candidates.expand(channels, -1), tables)
         else:
             divergence = self._search_finite(candidates, tables)
-        self.divergence = torch.full(
-            (channels, length + 1), float("nan"), dtype=torch.float64, device=divergence.device
-        )
-        self.divergence[:, levels:] = divergence
+        every = torch.full((channels, length + 1), float("nan"), dtype=torch.float64, device=divergence.device)
+        every[:, levels:] = divergence
         # The last of equal minima, as NVIDIA's calibrator picks.
         flipped = divergence.flip(1).argmin(dim=1)
         best = candidates[candidates.numel() - 1 - flipped]
         # Fewer bins in use than levels: every value is resolved, so the threshold is the top edge.
         best = torch.where(self.num_bins < levels, self.num_bins, best)
-        return torch.where(self.bin_width > 0, best, torch.zeros_like(best))  # type: ignore[operator]
+        return torch.where(self.bin_width > 0, best, torch.zeros_like(best)), every  # type: ignore[operator]
 
     def _search_finite(self, candidates: Tensor, tables: tuple[Tensor, Tensor, Tensor, Tensor]) -> Tensor:
         """Many channels: search only thresholds whose divergence is finite (a threshold whose last
@@ -240,17 +251,6 @@ class KLObserver(Observer):
             offsets = torch.arange(-stride + finer, stride, finer, device=best.device)
             rank = (best + offsets).clamp(min=0).minimum(last_rank)
             stride = finer
-
-    def _prefix_tables(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """The searched histogram and its prefix sums of mass, non-zero bins and ``h log h``."""
-        assert self.hist is not None
-        bins = self.hist.to(torch.float64, copy=True)  # the first bin is replaced below; keep the recorded one
-        bins[:, 0] = bins[:, 1]
-        pad = torch.zeros(bins.shape[0], 1, dtype=torch.float64, device=bins.device)
-        mass = torch.cat([pad, bins.cumsum(1)], dim=1)  # mass[:, i] = sum of bins[:, :i]
-        nonzero = torch.cat([pad, (bins > 0).double().cumsum(1)], dim=1)
-        plogp = torch.cat([pad, _xlogx(bins).cumsum(1)], dim=1)
-        return bins, mass, nonzero, plogp
 
     def _divergences(self, candidates: Tensor, tables: tuple[Tensor, Tensor, Tensor, Tensor]) -> Tensor:
         """KL(P || Q) for each channel and each of its candidate threshold bin counts ``[C, K]``."""
@@ -295,3 +295,14 @@ class KLObserver(Observer):
 
     def _extra_repr(self) -> dict[str, Any]:
         return {"kl_bins": self.kl_bins}
+
+
+def _prefix_tables(hist: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The searched histogram and its prefix sums of mass, non-zero bins and ``h log h``."""
+    bins = hist.to(torch.float64, copy=True)  # the first bin is replaced below; keep the recorded one
+    bins[:, 0] = bins[:, 1]
+    pad = torch.zeros(bins.shape[0], 1, dtype=torch.float64, device=bins.device)
+    mass = torch.cat([pad, bins.cumsum(1)], dim=1)  # mass[:, i] = sum of bins[:, :i]
+    nonzero = torch.cat([pad, (bins > 0).double().cumsum(1)], dim=1)
+    plogp = torch.cat([pad, _xlogx(bins).cumsum(1)], dim=1)
+    return bins, mass, nonzero, plogp
