@@ -45,6 +45,11 @@ def shift_bins(counts: Tensor, shift: Tensor) -> Tensor:
     return torch.zeros_like(counts).scatter_add_(-1, index.expand_as(counts), counts)
 
 
+# The last histogram laid out by :meth:`SignedHistogram.ascending`, with its tensors' versions (an
+# in-place change of its counts invalidates it): one entry keeps the memory bounded.
+_last_ascending: tuple[SignedHistogram, tuple[int, int], tuple[Tensor, Tensor]] | None = None
+
+
 @dataclass
 class SignedHistogram:
     """Per-row sign-magnitude counts (see the module docstring).
@@ -206,14 +211,21 @@ class SignedHistogram:
         return SignedHistogram(self.counts[sl], self.exponent[sl], self.zeros[sl])
 
     def ascending(self) -> tuple[Tensor, Tensor]:
-        """``(counts [R, 2H], edges [R, 2H + 1])`` from the most negative bin to the most positive.
+        """``(counts [R, 2H], edges [R, 2H + 1])`` from the most negative bin to the most positive
+        (read-only: the last histogram's are reused, since every observer's metrics on a point read them).
 
         Exact zeros are not included.
         """
+        global _last_ascending
+        versions = (self.counts._version, self.exponent._version)
+        last = _last_ascending
+        if last is not None and last[0] is self and last[1] == versions:
+            return last[2]
         counts = torch.cat([self.counts[:, 0].flip(1), self.counts[:, 1]], dim=1)
         steps = torch.arange(-self.half_bins, self.half_bins + 1, dtype=torch.float64, device=self.counts.device)
         width = self.width
         edges = steps.unsqueeze(0) * torch.where(steps < 0, width[:, :1], width[:, 1:])
+        _last_ascending = (self, versions, (counts, edges))
         return counts, edges
 
     def magnitude(self) -> tuple[Tensor, Tensor]:
