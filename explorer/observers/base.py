@@ -14,7 +14,7 @@ from torch import Tensor
 
 from explorer.bit_type import BitType
 from explorer.quant_ops import check_log_data, check_quantizer, is_symmetric, qparams_from_range
-from explorer.stats.layout import CALIBRATION_MODES, MODULE_TYPES, channel_dim, channel_rows, checked_tensor
+from explorer.stats.layout import CALIBRATION_MODES, MODULE_TYPES, channel_blocks, channel_dim, checked_tensor
 
 if TYPE_CHECKING:
     from explorer.stats.point_stats import PointStats, StatsView
@@ -60,17 +60,17 @@ class Observer(ABC):
     @torch.no_grad()
     def update(self, v: Tensor) -> None:
         """Accumulate the statistics of one tensor. Bad input leaves the statistics as they were."""
-        rows = self._rows(v)
-        lo, hi = rows.amin(dim=1), rows.amax(dim=1)  # (torch.aminmax with dim is far slower on CPU)
+        blocks = self._blocks(v)
+        lo, hi = blocks.amin(dim=(0, 2)), blocks.amax(dim=(0, 2))  # (torch.aminmax with dim is far slower on CPU)
         if not (torch.isfinite(lo).all() and torch.isfinite(hi).all()):
-            bad = int((~torch.isfinite(rows)).sum())
+            bad = int((~torch.isfinite(blocks)).sum())
             raise ValueError(
-                f"{self._name}.update: the tensor has {bad} NaN/Inf value(s) of {rows.numel()}; "
+                f"{self._name}.update: the tensor has {bad} NaN/Inf value(s) of {blocks.numel()}; "
                 "statistics were left unchanged"
             )
         self._check_values(lo, hi)
         self._check_domain(lo)
-        self._observe(rows, lo, hi)
+        self._observe(blocks, lo, hi)
         if self.data_min is None or self.data_max is None:
             self.data_min, self.data_max = lo, hi
         else:
@@ -157,8 +157,10 @@ class Observer(ABC):
 
     # ----- subclass hooks ---------------------------------------------------------------
     @abstractmethod
-    def _observe(self, rows: Tensor, lo: Tensor, hi: Tensor) -> None:
-        """Fold one batch into the statistics. ``rows`` is ``[channels, values]`` float32."""
+    def _observe(self, blocks: Tensor, lo: Tensor, hi: Tensor) -> None:
+        """Fold one batch into the statistics. ``blocks`` is ``[outer, channels, inner]`` float32 in
+        memory order (:func:`~explorer.stats.layout.channel_blocks`; one channel when layer-wise);
+        ``lo``/``hi`` are each channel's extremes."""
 
     @abstractmethod
     def _fit(self, view: StatsView) -> None:
@@ -196,18 +198,19 @@ class Observer(ABC):
             self._params = (scale.float(), zero_point, lo.float(), hi.float())
         return self._params
 
-    def _rows(self, v: Tensor) -> Tensor:
-        """Validate ``v`` and view it as ``[channels, values]`` float32 (a view where possible)."""
+    def _blocks(self, v: Tensor) -> Tensor:
+        """Validate ``v`` and view it as ``[outer, channels, inner]`` float32, its channel axis in the
+        middle (a view of a contiguous tensor: no transposing copy); one channel when layer-wise."""
         v = checked_tensor(v, self.module_type, self._ndim, f"{self._name}.update")
         if self.calibration_mode == "layer_wise":
-            return v.reshape(1, -1)
-        rows = channel_rows(v, self.module_type)
-        if self.data_min is not None and rows.shape[0] != self.data_min.numel():
+            return v.reshape(-1, 1, 1)
+        blocks = channel_blocks(v, self.module_type)
+        if self.data_min is not None and blocks.shape[1] != self.data_min.numel():
             raise ValueError(
-                f"{self._name}.update: got {rows.shape[0]} channels on dim "
+                f"{self._name}.update: got {blocks.shape[1]} channels on dim "
                 f"{channel_dim(v.dim(), self.module_type)} after {self.data_min.numel()}"
             )
-        return rows
+        return blocks
 
     def _broadcastable(self, t: Tensor) -> Tensor:
         if self.calibration_mode == "layer_wise":

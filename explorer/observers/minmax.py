@@ -22,7 +22,7 @@ class MinmaxObserver(Observer):
     color: ClassVar[str] = "#d62728"
     params: ClassVar[tuple[ParamSpec, ...]] = ()
 
-    def _observe(self, rows: Tensor, lo: Tensor, hi: Tensor) -> None:
+    def _observe(self, blocks: Tensor, lo: Tensor, hi: Tensor) -> None:
         """The running min/max the base class keeps is all MinMax needs."""
 
     def _fit(self, view: StatsView) -> None:

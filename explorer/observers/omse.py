@@ -23,7 +23,6 @@ from explorer.observers.params import ParamSpec
 from explorer.observers.registry import register_observer
 from explorer.quant_ops import qparams_from_range
 from explorer.stats.histogram import SignedHistogram
-from explorer.stats.layout import row_blocks
 from explorer.stats.metrics import binned_sse
 from explorer.stats.point_stats import half_bins_for, kept_raw
 
@@ -64,12 +63,13 @@ class OmseObserver(Observer):
         self._count = 0  # values seen per row
 
     # ----- statistics -------------------------------------------------------------------
-    def _observe(self, rows: Tensor, lo: Tensor, hi: Tensor) -> None:
-        channels, n = rows.shape
-        hist = self.hist or SignedHistogram.empty(channels, half_bins_for(self.calibration_mode, channels), rows.device)
-        self.hist = hist.counted(rows, lo, hi)
-        self._raw = kept_raw(self._raw, row_blocks(rows), self._count)
-        self._count += n
+    def _observe(self, blocks: Tensor, lo: Tensor, hi: Tensor) -> None:
+        channels = blocks.shape[1]
+        bins = half_bins_for(self.calibration_mode, channels)
+        hist = self.hist or SignedHistogram.empty(channels, bins, blocks.device)
+        self.hist = hist.counted(blocks, lo, hi)
+        self._raw = kept_raw(self._raw, blocks, self._count)
+        self._count += blocks.shape[0] * blocks.shape[2]
 
     def _fit(self, view: StatsView) -> None:
         self.hist = view.hist

@@ -10,6 +10,7 @@ from explorer.bit_type import BitType
 from explorer.observers.base import Observer
 from explorer.observers.params import PERCENTILE_ALPHA, PERCENTILE_SIGMA, ParamSpec, check_observer_params
 from explorer.observers.registry import register_observer
+from explorer.stats.layout import blocks_as_rows
 from explorer.stats.quantile import row_quantile
 
 if TYPE_CHECKING:
@@ -49,7 +50,8 @@ class PercentileObserver(Observer):
         self.ema_low: Tensor | None = None
         self.ema_high: Tensor | None = None
 
-    def _observe(self, rows: Tensor, lo: Tensor, hi: Tensor) -> None:
+    def _observe(self, blocks: Tensor, lo: Tensor, hi: Tensor) -> None:
+        rows = blocks_as_rows(blocks)  # a view for tokens [B, N, C] (channels last) and layer-wise
         self._fold(row_quantile(rows, 1.0 - self.percentile_alpha), row_quantile(rows, self.percentile_alpha))
 
     def _fold(self, low: Tensor, high: Tensor) -> None:

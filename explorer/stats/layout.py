@@ -99,16 +99,6 @@ def true_positions(mask: Tensor) -> Tensor:
 
 
 def blocks_as_rows(blocks: Tensor) -> Tensor:
-    """``[outer, R, inner]`` back to rows ``[R, outer * inner]`` (a copy unless ``outer`` is 1)."""
+    """``[outer, R, inner]`` back to rows ``[R, outer * inner]`` (a view when ``outer`` or ``inner`` is 1,
+    e.g. channels-last tokens; else a copy)."""
     return blocks.transpose(0, 1).reshape(blocks.shape[1], -1)
-
-
-def channel_rows(v: Tensor, module_type: str) -> Tensor:
-    """``v`` as ``[channels, values]`` along its channel axis (a view where possible)."""
-    dim = channel_dim(v.dim(), module_type)
-    channels = v.shape[dim]
-    if dim == 0:
-        return v.reshape(channels, -1)
-    if dim == v.dim() - 1:
-        return v.reshape(-1, channels).t()
-    return v.transpose(0, dim).reshape(channels, -1)
