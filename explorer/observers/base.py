@@ -14,7 +14,14 @@ from torch import Tensor
 
 from explorer.bit_type import BitType
 from explorer.quant_ops import check_log_data, check_quantizer, is_symmetric, qparams_from_range
-from explorer.stats.layout import CALIBRATION_MODES, MODULE_TYPES, channel_blocks, channel_dim, checked_tensor
+from explorer.stats.layout import (
+    CALIBRATION_MODES,
+    MODULE_TYPES,
+    channel_blocks,
+    channel_dim,
+    channel_extremes,
+    checked_tensor,
+)
 
 if TYPE_CHECKING:
     from explorer.stats.point_stats import PointStats, StatsView
@@ -61,13 +68,7 @@ class Observer(ABC):
     def update(self, v: Tensor) -> None:
         """Accumulate the statistics of one tensor. Bad input leaves the statistics as they were."""
         blocks = self._blocks(v)
-        lo, hi = blocks.amin(dim=(0, 2)), blocks.amax(dim=(0, 2))  # (torch.aminmax with dim is far slower on CPU)
-        if not (torch.isfinite(lo).all() and torch.isfinite(hi).all()):
-            bad = int((~torch.isfinite(blocks)).sum())
-            raise ValueError(
-                f"{self._name}.update: the tensor has {bad} NaN/Inf value(s) of {blocks.numel()}; "
-                "statistics were left unchanged"
-            )
+        lo, hi = channel_extremes(blocks, f"{self._name}.update")
         self._check_values(lo, hi)
         self._check_domain(lo)
         self._observe(blocks, lo, hi)

@@ -59,6 +59,18 @@ def channel_blocks(v: Tensor, module_type: str) -> Tensor:
     return v.contiguous().view(math.prod(v.shape[:dim]), v.shape[dim], -1)
 
 
+def channel_extremes(blocks: Tensor, where: str) -> tuple[Tensor, Tensor]:
+    """Each channel's minimum and maximum of ``blocks [outer, C, inner]``; a ValueError naming
+    ``where`` and how many values are NaN/Inf when any is (checked on the extremes: one pass less)."""
+    lo, hi = blocks.amin(dim=(0, 2)), blocks.amax(dim=(0, 2))  # (torch.aminmax with dim is far slower on CPU)
+    if not (torch.isfinite(lo).all() and torch.isfinite(hi).all()):
+        bad = int((~torch.isfinite(blocks)).sum())
+        raise ValueError(
+            f"{where}: the tensor has {bad} NaN/Inf value(s) of {blocks.numel()}; statistics were left unchanged"
+        )
+    return lo, hi
+
+
 def row_blocks(rows: Tensor) -> Tensor:
     """Rows ``[R, n]`` as ``[outer, R, inner]`` in their memory order (a view when the rows are
     contiguous or a transposed contiguous tensor); see :func:`channel_blocks`."""

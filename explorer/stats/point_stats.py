@@ -27,6 +27,7 @@ from explorer.stats.layout import (
     CALIBRATION_MODES,
     blocks_as_rows,
     channel_blocks,
+    channel_extremes,
     checked_tensor,
     outer_chunks,
     true_positions,
@@ -302,13 +303,7 @@ class PointStats:
         channels, n = blocks.shape[1], blocks.shape[0] * blocks.shape[2]
         if self.min is not None and channels != self.min.numel():
             raise ValueError(f"PointStats.update: got {channels} channels after {self.min.numel()}")
-        lo, hi = blocks.amin(dim=(0, 2)), blocks.amax(dim=(0, 2))
-        if not (torch.isfinite(lo).all() and torch.isfinite(hi).all()):
-            bad = int((~torch.isfinite(blocks)).sum())
-            raise ValueError(
-                f"PointStats.update: the tensor has {bad} NaN/Inf value(s) of {blocks.numel()}; "
-                "statistics were left unchanged"
-            )
+        lo, hi = channel_extremes(blocks, "PointStats.update")
         grown_channels = self.channel_hist or SignedHistogram.empty(channels, channel_half_bins(channels), v.device)
         grown_channels = grown_channels.grown_for(lo, hi)
         channel_counts, zeros = grown_channels.binned(blocks, lo, hi)
