@@ -29,7 +29,7 @@ from explorer.observers.base import Observer
 from explorer.observers.params import KL_BINS, ParamSpec, check_observer_params, check_symmetric
 from explorer.observers.registry import register_observer
 from explorer.stats.histogram import SignedHistogram
-from explorer.stats.point_stats import half_bins_for, kept_raw
+from explorer.stats.point_stats import folded
 
 if TYPE_CHECKING:
     from explorer.stats.point_stats import StatsView
@@ -110,13 +110,9 @@ class KLObserver(Observer):
 
     # ----- statistics -------------------------------------------------------------------
     def _observe(self, blocks: Tensor, lo: Tensor, hi: Tensor) -> None:
-        channels = blocks.shape[1]
-        hist = self.stats_hist or SignedHistogram.empty(
-            channels, half_bins_for(self.calibration_mode, channels), blocks.device
+        self.stats_hist, self._raw, self._count = folded(
+            self.stats_hist, self._raw, self._count, blocks, lo, hi, self.calibration_mode
         )
-        self.stats_hist = hist.counted(blocks, lo, hi)
-        self._raw = kept_raw(self._raw, blocks, self._count)
-        self._count += blocks.shape[0] * blocks.shape[2]
         reach = torch.maximum(lo.abs(), hi.abs()).double()
         first = self.first_reach
         self.first_reach = reach if first is None else torch.where(first > 0, first, reach)

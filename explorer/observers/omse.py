@@ -24,7 +24,7 @@ from explorer.observers.registry import register_observer
 from explorer.quant_ops import qparams_from_range
 from explorer.stats.histogram import SignedHistogram
 from explorer.stats.metrics import binned_sse
-from explorer.stats.point_stats import half_bins_for, kept_raw
+from explorer.stats.point_stats import folded
 
 if TYPE_CHECKING:
     from explorer.stats.point_stats import StatsView
@@ -64,12 +64,9 @@ class OmseObserver(Observer):
 
     # ----- statistics -------------------------------------------------------------------
     def _observe(self, blocks: Tensor, lo: Tensor, hi: Tensor) -> None:
-        channels = blocks.shape[1]
-        bins = half_bins_for(self.calibration_mode, channels)
-        hist = self.hist or SignedHistogram.empty(channels, bins, blocks.device)
-        self.hist = hist.counted(blocks, lo, hi)
-        self._raw = kept_raw(self._raw, blocks, self._count)
-        self._count += blocks.shape[0] * blocks.shape[2]
+        self.hist, self._raw, self._count = folded(
+            self.hist, self._raw, self._count, blocks, lo, hi, self.calibration_mode
+        )
 
     def _fit(self, view: StatsView) -> None:
         self.hist = view.hist

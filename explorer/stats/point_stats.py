@@ -66,6 +66,23 @@ def half_bins_for(calibration_mode: str, channels: int) -> int:
     return POINT_HALF_BINS if calibration_mode == "layer_wise" else channel_half_bins(channels)
 
 
+def folded(
+    hist: SignedHistogram | None,
+    raw: list[Tensor] | None,
+    count: int,
+    blocks: Tensor,
+    lo: Tensor,
+    hi: Tensor,
+    calibration_mode: str,
+) -> tuple[SignedHistogram, list[Tensor] | None, int]:
+    """A histogram observer's ``(hist, raw, count)`` after one more batch ``blocks [outer, C, inner]``
+    (``lo``/``hi`` its channels' extremes): the rules of the view it would be fitted from, so that
+    fitting from the statistics equals feeding the batches."""
+    channels = blocks.shape[1]
+    start = hist or SignedHistogram.empty(channels, half_bins_for(calibration_mode, channels), blocks.device)
+    return start.counted(blocks, lo, hi), kept_raw(raw, blocks, count), count + blocks.shape[0] * blocks.shape[2]
+
+
 @dataclass
 class BatchEnds:
     """Per batch: the ``k`` largest values of each row (descending), the ``k`` smallest (ascending),
