@@ -99,7 +99,11 @@ class KLObserver(Observer):
         """``[C, L + 1]`` KL of every threshold bin (NaN below the number of levels; ``inf`` where a
         threshold cannot win and was not evaluated); None before any statistics."""
         hist = self.hist
-        return None if hist is None else self._search(hist)[1]
+        if hist is None:
+            return None
+        every = torch.full((hist.shape[0], hist.shape[1] + 1), float("nan"), dtype=torch.float64, device=hist.device)
+        every[:, self.bit_type.levels :] = self._search(hist)[1]
+        return every
 
     def _check_values(self, lo: Tensor, hi: Tensor) -> None:
         if not self.bit_type.signed and bool((lo < 0).any()):
@@ -190,7 +194,8 @@ class KLObserver(Observer):
 
     def _search(self, hist: Tensor) -> tuple[Tensor, Tensor]:
         """Index ``i`` of the best threshold edge per channel (threshold = ``i * bin_width``) in the
-        searched histogram ``hist [C, L]``, and the divergence of every edge ``[C, L + 1]``."""
+        searched histogram ``hist [C, L]``, and the divergence of every candidate edge (from the number
+        of levels up to ``L``)."""
         assert self.num_bins is not None
         channels, length = hist.shape
         levels = self.bit_type.levels
@@ -201,14 +206,12 @@ class KLObserver(Observer):
             divergence = self._divergences(candidates.expand(channels, -1), tables)
         else:
             divergence = self._search_finite(candidates, tables)
-        every = torch.full((channels, length + 1), float("nan"), dtype=torch.float64, device=divergence.device)
-        every[:, levels:] = divergence
         # The last of equal minima, as NVIDIA's calibrator picks.
         flipped = divergence.flip(1).argmin(dim=1)
         best = candidates[candidates.numel() - 1 - flipped]
         # Fewer bins in use than levels: every value is resolved, so the threshold is the top edge.
         best = torch.where(self.num_bins < levels, self.num_bins, best)
-        return torch.where(self.bin_width > 0, best, torch.zeros_like(best)), every  # type: ignore[operator]
+        return torch.where(self.bin_width > 0, best, torch.zeros_like(best)), divergence  # type: ignore[operator]
 
     def _search_finite(self, candidates: Tensor, tables: tuple[Tensor, Tensor, Tensor, Tensor]) -> Tensor:
         """Many channels: search only thresholds whose divergence is finite (a threshold whose last
