@@ -356,6 +356,8 @@ def test_subnormal_and_huge_magnitudes_are_counted() -> None:
     x = torch.tensor([[0.0, 1e-40, -1e-39, 1e-38, 3e38, -3e38, 1.0]])
     hist = SignedHistogram.empty(1, 256).counted(x, x.amin(1), x.amax(1))
     assert int(hist.total()) == 7 and int(hist.zeros) == 1
+    # On a grid of width 2**120, -1e-39 / w underflows to -0: it still counts in the negative side's bin 0.
+    assert int(hist.counts[0, 0, 0]) == 1 and int(hist.counts[0, 1, 0]) == 3
     for observer_type in ("OmseObserver", "KLObserver"):
         obs = build_observer({"observer_type": observer_type, "calibration_mode": "layer_wise"})
         obs.update(torch.tensor([[0.0, 1e-38, 0.0, 2e-38]]))

@@ -133,9 +133,16 @@ class SignedHistogram:
         s = torch.where(neg < pos, 1.0, -1.0).view(shape)
         neg_s, pos_s = s * neg.view(shape), s * pos.view(shape)
         count_zeros = zeros is None and bool(((lo <= 0) & (hi >= 0)).any())
-        per_row = 2 * half + 1
+        # Each row's slots, in ascending order: its negative bins, one slot more, zeros' slot at H + 1, its
+        # positive bins. Counting zeros apart adds sign(x) to floor(x / w): negative bin m goes to -(m + 2),
+        # zero to 0, positive bin k to k + 1 (two cheap passes, where a comparison and a masked fill cost
+        # as much as the rest of the pass together). A negative x whose x / w underflows to -0 goes to -1,
+        # the slot just above its side's bin 0, and is added to it. Without zeros, floor(x / w) alone:
+        # -(m + 1) and k.
+        shift = int(count_zeros)
+        per_row = 2 * half + 2
         offset = (torch.arange(count, device=blocks.device) * per_row + half + 1).view(shape)
-        # Every value's flat bin, then one bincount: counting per chunk would clear and add all the bins each time.
+        # Every value's flat slot, then one bincount: counting per chunk would clear and add all the bins each time.
         small = count * per_row < _FLOAT_EXACT
         flat = torch.empty(blocks.numel(), dtype=torch.int32 if small else torch.int64, device=blocks.device)
         stride = blocks.shape[1] * blocks.shape[2]
@@ -146,9 +153,10 @@ class SignedHistogram:
                 index = part * neg_s
                 torch.maximum(index, part * pos_s, out=index)
                 index.mul_(s)
-            index.floor_()  # inside the grid: -H .. H - 1 (negative values: -1 .. -H)
-            if count_zeros:
-                index.masked_fill_(part == 0, -half - 1)  # each row's bin -H-1 holds its zeros
+            sign = torch.sign(part) if count_zeros else None  # of x: x / w may underflow
+            index.floor_()
+            if sign is not None:
+                index.add_(sign)
             dest = flat[start * stride : start * stride + part.numel()].view(part.shape)
             if small:
                 dest.copy_(index.add_(offset.to(index.dtype)))  # exact integers in float32: converted as they are
@@ -156,19 +164,27 @@ class SignedHistogram:
                 dest.copy_(index).add_(offset)
         outside = ValueError("SignedHistogram.binned: values outside the histogram's grids (see grown_for)")
         try:
-            ascending = torch.bincount(flat, minlength=count * per_row)
+            slots = torch.bincount(flat, minlength=count * per_row)
         except RuntimeError as exc:  # a negative index (below the first row's grid)
             raise outside from exc
-        if ascending.numel() != count * per_row:  # an index past the last row's grid
+        if slots.numel() != count * per_row:  # an index past the last row's grid
             raise outside
-        if bool((ascending.view(count, per_row).sum(dim=1) != blocks.shape[0] * blocks.shape[2]).any()):
+        slots = slots.view(count, per_row)
+        # Every value in its own row (row totals) and none in a slot no bin owns.
+        if bool((slots.sum(dim=1) != blocks.shape[0] * blocks.shape[2]).any()) or (
+            not count_zeros and bool(slots[:, [0, per_row - 1]].any())
+        ):
             raise outside
-        ascending = ascending.view(count, per_row)
+        negative = slots[:, 1 - shift : 1 - shift + half]
+        positive = slots[:, half + 1 + shift : half + 1 + shift + half]
+        if count_zeros:
+            negative[:, -1] += slots[:, half]  # underflowed negative values: negative bin 0
+        counts = torch.stack([negative.flip(1), positive], dim=1)
         if zeros is None:
-            zeros = ascending[:, 0].clone() if count_zeros else torch.zeros_like(lo, dtype=torch.int64)
+            zeros = slots[:, half + 1].clone() if count_zeros else torch.zeros_like(lo, dtype=torch.int64)
         else:
-            ascending[:, half + 1] -= zeros.to(ascending.dtype)  # zeros fell in the first positive bin
-        return torch.stack([ascending[:, 1 : half + 1].flip(1), ascending[:, half + 1 :]], dim=1), zeros
+            counts[:, 1, 0] -= zeros.to(counts.dtype)  # zeros fell in the first positive bin
+        return counts, zeros
 
     def counted(self, values: Tensor, lo: Tensor, hi: Tensor) -> SignedHistogram:
         """This histogram plus ``values`` (float32 rows ``[R, n]`` or blocks ``[outer, R, inner]``;
