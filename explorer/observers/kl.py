@@ -205,7 +205,8 @@ class KLObserver(Observer):
         # Layer-wise is always exhaustive, as TensorRT's calibrator.
         exhaustive = channels == 1 or channels * (levels + 1) * candidates.numel() <= _EXHAUSTIVE_BUDGET
         finite = None if exhaustive else _finite_candidates(hist, self.num_bins, levels)
-        widest = 0 if finite is None else int(finite.sum(dim=1).max().clamp_min(1))
+        # (A bool sum would first copy the mask to int64: 12 MB for a [768, 1921] one.)
+        widest = 0 if finite is None else int(finite.view(torch.uint8).sum(dim=1, dtype=torch.int32).max().clamp_min(1))
         stride = 1
         if channels * (levels + 1) * widest > _EXHAUSTIVE_BUDGET:
             stride = max(1, math.ceil(widest / _COARSE_CANDIDATES))
@@ -292,15 +293,16 @@ class KLObserver(Observer):
                 idx = (cand.unsqueeze(2) * k + (levels - 1)) >> shift  # [c, K, n + 1]
             group_mass = torch.diff(mass[sl].unsqueeze(1).expand(-1, count, -1).gather(2, idx), dim=2)  # [c, K, n]
             group_nonzero = torch.diff(nonzero[sl].unsqueeze(1).expand(-1, count, -1).gather(2, idx), dim=2)
-            # sum of m log(m / z) over the groups; m = 0 gives 0 (a vectorised log: xlogy is 3x slower here)
-            q_term = (group_mass * torch.log_((group_mass / group_nonzero.clamp_min(1)).clamp_min_(1e-300))).sum(2)
+            group_nonzero.clamp_min_(1)  # a group of no mass: m log(m / z) is 0 all the same
+            # Sum of m log(m / z) over the groups (m = 0 gives 0), in place: a vectorised log (xlogy is 3x slower).
+            q_term = torch.div(group_mass, group_nonzero).clamp_min_(1e-300).log_().mul_(group_mass).sum(2)
             last_mass, last_nonzero = group_mass[:, :, -1], group_nonzero[:, :, -1]
             below = mass[sl].gather(1, cand)  # mass under the threshold
             tail = total[sl] - below
             last_bin = bins[sl].gather(1, cand - 1)
             folded_last = last_bin + tail
             p_log_p = plogp[sl].gather(1, cand - 1) + torch.special.xlogy(folded_last, folded_last)
-            tail_term = torch.special.xlogy(tail, (last_mass / last_nonzero.clamp_min(1)).clamp_min(1e-300))
+            tail_term = torch.special.xlogy(tail, (last_mass / last_nonzero).clamp_min(1e-300))
             kl = p_log_p - total_log_total[sl] - q_term - tail_term + total[sl] * torch.log(below.clamp_min(1e-300))
             kl = kl / total[sl]
             impossible = ((tail > 0) & (last_bin == 0)) | (cand > num_bins[sl].unsqueeze(1))
@@ -319,8 +321,9 @@ def _finite_candidates(hist: Tensor, num_bins: Tensor, levels: int) -> Tensor:
     occupied = hist > 0
     occupied[:, 0] = occupied[:, 1]
     length = hist.shape[1]
-    positions = torch.arange(length, device=hist.device)
-    last = torch.where(occupied, positions, -1).amax(dim=1, keepdim=True)  # -1: nothing at all
+    # The last occupied bin (-1: none): the first maximum of the reversed row, in bytes (not int64 positions).
+    found, first = occupied.flip(1).to(torch.uint8).max(dim=1, keepdim=True)
+    last = torch.where(found > 0, length - 1 - first, -1)
     candidates = torch.arange(levels, length + 1, device=hist.device)
     return (occupied[:, levels - 1 :] | (candidates > last)) & (candidates <= num_bins.unsqueeze(1))
 
