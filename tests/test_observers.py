@@ -30,6 +30,7 @@ from explorer import (
 )
 from explorer.observers import observer_class, observer_names
 from explorer.quant_ops import fake_quantize
+from explorer.stats.histogram import SignedHistogram
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 OBSERVERS = (MinmaxObserver, PercentileObserver, OmseObserver, KLObserver)
@@ -728,7 +729,8 @@ def test_constant_tensors_give_valid_params(cls, bit_type: BitType, calibration_
 @pytest.mark.parametrize("cls", OBSERVERS, ids=lambda c: c.__name__)
 def test_half_precision_input(cls, calibration_mode: str, dtype: torch.dtype) -> None:
     g = gen(73)
-    batches = [(gauss(g, 4, 30, 8) * s).to(dtype) for s in (1.0, 3.0)]
+    # The last batch takes the point past the raw-value limit: OMSE and KL go on from a histogram.
+    batches = [(gauss(g, n, 30, 8) * s).to(dtype) for n, s in ((4, 1.0), (4, 3.0), (1100, 2.0))]
     low = make(cls, calibration_mode=calibration_mode)
     full = make(cls, calibration_mode=calibration_mode)
     for batch in batches:
@@ -915,3 +917,24 @@ def test_kl_merge_on_one_channel_keeps_histogram_shape_consistent() -> None:
     assert obs.hist is not None
     assert obs.hist.sum(dim=1).tolist() == [48, 48, 48]  # every value counted once
     assert float(obs.clip_max[2]) > 5.0  # the grown channel's range reaches beyond the first batch
+
+
+@pytest.mark.parametrize("calibration_mode", ["layer_wise", "channel_wise"])
+def test_omse_bins_nothing_while_raw_values_are_kept(calibration_mode: str) -> None:
+    """A small point is scored on its raw values and has no histogram; when a batch takes it past the
+    raw-value limit, the histogram starts from the kept values: the same counts as binning each batch."""
+    g = gen(61)
+    batches = [gauss(g, n, 30, 8) * s for n, s in ((4, 1.0), (8, 3.0), (1100, 2.0))]
+    obs = OmseObserver(INT8, "activation", calibration_mode)
+    obs.update(batches[0])
+    obs.update(batches[1])
+    assert obs.hist is None
+    obs.update(batches[2])
+    assert obs.hist is not None
+    rows = 1 if calibration_mode == "layer_wise" else 8
+    expected = SignedHistogram.empty(rows, obs.hist.half_bins)
+    for batch in batches:
+        values = batch.reshape(-1, rows).t()
+        expected = expected.counted(values, values.amin(dim=1), values.amax(dim=1))
+    assert torch.equal(obs.hist.counts, expected.counts) and torch.equal(obs.hist.zeros, expected.zeros)
+    assert torch.equal(obs.hist.exponent, expected.exponent)

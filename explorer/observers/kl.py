@@ -29,7 +29,7 @@ from explorer.observers.base import Observer
 from explorer.observers.params import KL_BINS, ParamSpec, check_observer_params, check_symmetric
 from explorer.observers.registry import register_observer
 from explorer.stats.histogram import SignedHistogram
-from explorer.stats.point_stats import folded
+from explorer.stats.point_stats import folded, histogram_of
 
 if TYPE_CHECKING:
     from explorer.stats.point_stats import StatsView
@@ -81,7 +81,8 @@ class KLObserver(Observer):
         check_symmetric(self._name, self.symmetric_only, symmetric)
         kl_bins = check_observer_params(self._name, self.params, bit_type, {"kl_bins": kl_bins})["kl_bins"]
         self.kl_bins = kl_bins
-        self.stats_hist: SignedHistogram | None = None  # the statistics (sign-magnitude, power-of-two bins)
+        # The statistics (sign-magnitude, power-of-two bins); None while the raw values are kept.
+        self.stats_hist: SignedHistogram | None = None
         self.first_reach: Tensor | None = None  # [C] float64 max |x| of the first batch with a non-zero value
         self._raw: list[Tensor] | None = []  # values seen while the point is small (see kept_raw)
         self._count = 0  # values seen per row
@@ -91,7 +92,7 @@ class KLObserver(Observer):
     @property
     def hist(self) -> Tensor | None:
         """``[C, L]`` float64 counts of ``|x|`` on the search grid (None before any statistics)."""
-        return None if self.stats_hist is None or self.num_batches == 0 else self._searched_histogram()
+        return None if self.num_batches == 0 else self._searched_histogram()
 
     @property
     def divergence(self) -> Tensor | None:
@@ -134,9 +135,9 @@ class KLObserver(Observer):
         """The ``|x|`` histogram to search ``[C, L]``, per channel: NVIDIA's grid where the statistics
         are fine enough to rebuild it, else the statistics' own grid merged down to at most ``kl_bins``
         bins (its grid goes to ``bin_width`` / ``num_bins``)."""
-        assert self.stats_hist is not None and self.first_reach is not None
-        assert self.data_min is not None and self.data_max is not None
-        counts, width = self.stats_hist.magnitude()
+        assert self.first_reach is not None and self.data_min is not None and self.data_max is not None
+        stats = histogram_of(self.stats_hist, self._raw, self.data_min.numel(), self.calibration_mode)
+        counts, width = stats.magnitude()
         channels, length = counts.shape
         reach = torch.maximum(self.data_min.abs(), self.data_max.abs()).double().to(counts.device)
         # NVIDIA's grid: first max / kl_bins, extended; merged by powers of two past the growth limit.

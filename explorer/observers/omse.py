@@ -57,7 +57,7 @@ class OmseObserver(Observer):
         symmetric: bool | None = None,
     ) -> None:
         super().__init__(bit_type, module_type, calibration_mode, symmetric)
-        self.hist: SignedHistogram | None = None
+        self.hist: SignedHistogram | None = None  # None while the raw values are kept (see point_stats.folded)
         self.shrink_factors = 1.0 - torch.arange(NUM_CANDIDATES, dtype=torch.float64) / 100.0
         self.candidate_mse: Tensor | None = None  # [C, 100] scores of the last search (NaN: not scored)
         self._raw: list[Tensor] | None = []  # values seen while the point is small (see kept_raw)
@@ -76,7 +76,7 @@ class OmseObserver(Observer):
 
     # ----- search -----------------------------------------------------------------------
     def _clip_range(self) -> tuple[Tensor, Tensor]:
-        assert self.data_min is not None and self.data_max is not None and self.hist is not None
+        assert self.data_min is not None and self.data_max is not None
         device = self.data_min.device
         lo = self.data_min.double().unsqueeze(1) * self.shrink_factors.to(device)
         hi = self.data_max.double().unsqueeze(1) * self.shrink_factors.to(device)
@@ -85,6 +85,7 @@ class OmseObserver(Observer):
         every = torch.arange(NUM_CANDIDATES, device=device).expand(channels, -1)
         if self._raw is not None:
             return self._pick(every, self._raw_sse(scale, zero_point))
+        assert self.hist is not None  # raw values dropped: the histogram took them over
         counts, edges = self.hist.coarsened(SCORING_HALF_BINS).ascending()
         if channels * NUM_CANDIDATES * edges.shape[1] <= _EXACT_BUDGET:
             chosen = every

@@ -74,13 +74,38 @@ def folded(
     lo: Tensor,
     hi: Tensor,
     calibration_mode: str,
-) -> tuple[SignedHistogram, list[Tensor] | None, int]:
+) -> tuple[SignedHistogram | None, list[Tensor] | None, int]:
     """A histogram observer's ``(hist, raw, count)`` after one more batch ``blocks [outer, C, inner]``
     (``lo``/``hi`` its channels' extremes): the rules of the view it would be fitted from, so that
-    fitting from the statistics equals feeding the batches."""
-    channels = blocks.shape[1]
-    start = hist or SignedHistogram.empty(channels, half_bins_for(calibration_mode, channels), blocks.device)
-    return start.counted(blocks, lo, hi), kept_raw(raw, blocks, count), count + blocks.shape[0] * blocks.shape[2]
+    fitting from the statistics equals feeding the batches.
+
+    While the raw values are kept there is no histogram (``hist`` stays None): an observer scores on
+    the values themselves, and :func:`histogram_of` makes one from them when asked. So small points
+    (every weight, the demo) pay for no bins; the histogram starts from the kept values when they
+    are dropped, the same counts as if every batch had been binned (merging is exact)."""
+    values = count + blocks.shape[0] * blocks.shape[2]
+    kept = kept_raw(raw, blocks, count)
+    if kept is not None:
+        return None, kept, values
+    start = hist if hist is not None else histogram_of(None, raw, blocks.shape[1], calibration_mode, blocks.device)
+    return start.counted(blocks, lo, hi), None, values
+
+
+def histogram_of(
+    hist: SignedHistogram | None,
+    raw: list[Tensor] | None,
+    channels: int,
+    calibration_mode: str,
+    device: torch.device | str = "cpu",
+) -> SignedHistogram:
+    """``hist``, or (while the raw values are kept, see :func:`folded`) the histogram of ``raw``."""
+    if hist is not None:
+        return hist
+    empty = SignedHistogram.empty(channels, half_bins_for(calibration_mode, channels), device)
+    if not raw:
+        return empty
+    rows = torch.cat(raw, dim=1)
+    return empty.counted(rows, rows.amin(dim=1), rows.amax(dim=1))
 
 
 @dataclass
