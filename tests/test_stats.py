@@ -21,7 +21,7 @@ from explorer.observers import observer_names
 from explorer.quant_ops import quant_error
 from explorer.stats import PointStats, SignedHistogram, error_from_stats
 from explorer.stats.layout import true_positions
-from explorer.stats.quantile import row_ends, row_largest, row_quantile
+from explorer.stats.quantile import row_ends, row_largest, row_quantile, row_smallest
 
 RAW_LIMIT = 262_144
 
@@ -300,7 +300,7 @@ def test_binned_counts_match_numpy_on_edges_zeros_and_lopsided_rows(layout: str)
     seed=st.integers(0, 99),
 )
 def test_row_selections_equal_numpy(n: int, k: int, rows: int, transposed: bool, ties: bool, seed: int) -> None:
-    """row_largest / row_ends / row_quantile (partial selections, narrowed by group peaks on long rows,
+    """row_largest / row_smallest / row_ends / row_quantile (partial selections, narrowed by group peaks on long rows,
     on contiguous rows or a channels-last tensor seen as rows) == numpy's sort and quantile; the input
     is left as it was."""
     k = min(k, n)
@@ -314,6 +314,7 @@ def test_row_selections_equal_numpy(n: int, k: int, rows: int, transposed: bool,
     top, bottom = row_ends(data, k)
     assert np.array_equal(top.numpy(), ordered[:, ::-1][:, :k]) and np.array_equal(bottom.numpy(), ordered[:, :k])
     assert np.array_equal(row_largest(data, k).numpy(), ordered[:, ::-1][:, :k])
+    assert np.array_equal(row_smallest(data, k).numpy(), ordered[:, :k])
     for q in (0.999, 0.9995, 0.0005, 0.99):
         want = np.quantile(data.numpy().astype(np.float64), q, axis=1)
         assert np.allclose(row_quantile(data, q).numpy(), want, rtol=1e-12, atol=1e-15)  # to float64 rounding

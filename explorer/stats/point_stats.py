@@ -32,7 +32,7 @@ from explorer.stats.layout import (
     outer_chunks,
     true_positions,
 )
-from explorer.stats.quantile import row_ends, row_largest, tail_length, tail_quantile
+from explorer.stats.quantile import row_ends, row_largest, row_smallest, tail_length, tail_quantile
 
 DEFAULT_ALPHA_FLOOR = 0.999
 # Sizes are fixed per point, whatever the data or the number of batches (see explorer.limits).
@@ -281,7 +281,7 @@ def point_ends_from(channel_ends: BatchEnds, extra: BatchEnds, channels: int, al
     ):
         k = tail_length(n * channels, alpha_floor)
         tops.append(row_largest(torch.cat([top.reshape(1, -1), extra_top], dim=1), k))
-        bottoms.append(-row_largest(-torch.cat([bottom.reshape(1, -1), extra_bottom], dim=1), k))
+        bottoms.append(row_smallest(torch.cat([bottom.reshape(1, -1), extra_bottom], dim=1), k))
         lengths.append(n * channels)
     return BatchEnds(tops, bottoms, lengths)
 

@@ -124,6 +124,13 @@ def row_largest(rows: Tensor, k: int) -> Tensor:
     return _select(rows, k, largest=True)
 
 
+def row_smallest(rows: Tensor, k: int) -> Tensor:
+    """The ``k`` smallest values of each row, ascending."""
+    if _sort_beats_topk(rows.shape[1], k):
+        return torch.sort(rows, dim=1).values[:, :k]
+    return _select(rows, k, largest=False)
+
+
 def row_ends(rows: Tensor, k: int) -> tuple[Tensor, Tensor]:
     """The ``k`` largest values of each row (descending) and the ``k`` smallest (ascending)."""
     if _sort_beats_topk(rows.shape[1], k):
