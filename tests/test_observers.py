@@ -938,3 +938,19 @@ def test_omse_bins_nothing_while_raw_values_are_kept(calibration_mode: str) -> N
         expected = expected.counted(values, values.amin(dim=1), values.amax(dim=1))
     assert torch.equal(obs.hist.counts, expected.counts) and torch.equal(obs.hist.zeros, expected.zeros)
     assert torch.equal(obs.hist.exponent, expected.exponent)
+
+
+@pytest.mark.parametrize("alpha", [0.51, 0.6, 0.99, 0.9995, 1.0])
+@pytest.mark.parametrize("shape", [(4, 300, 6), (3, 2, 40, 40)], ids=["tokens", "attention"])
+@pytest.mark.parametrize("calibration_mode", ["layer_wise", "channel_wise"])
+def test_percentile_extremes_from_its_selections(calibration_mode: str, shape: tuple[int, ...], alpha: float) -> None:
+    """Percentile takes each batch's extremes from the selections its quantiles are read from (or a
+    reduction where the quantile did not need that end): the same running min/max as MinMax."""
+    g = gen(97)
+    perc = PercentileObserver(INT8, "activation", calibration_mode, percentile_alpha=alpha)
+    minmax = MinmaxObserver(INT8, "activation", calibration_mode)
+    for scale in (1.0, 3.0, 0.5):
+        batch = torch.round(torch.randn(*shape, generator=g) * scale * 4) / 4  # ties at the ends
+        perc.update(batch)
+        minmax.update(batch)
+    assert torch.equal(perc.data_min, minmax.data_min) and torch.equal(perc.data_max, minmax.data_max)

@@ -21,7 +21,7 @@ from explorer.observers import observer_names
 from explorer.quant_ops import quant_error
 from explorer.stats import PointStats, SignedHistogram, error_from_stats
 from explorer.stats.layout import true_positions
-from explorer.stats.quantile import row_ends, row_largest, row_quantile, row_smallest
+from explorer.stats.quantile import row_ends, row_largest, row_quantile, row_quantile_and_extreme, row_smallest
 
 RAW_LIMIT = 262_144
 
@@ -318,6 +318,9 @@ def test_row_selections_equal_numpy(n: int, k: int, rows: int, transposed: bool,
     for q in (0.999, 0.9995, 0.0005, 0.99):
         want = np.quantile(data.numpy().astype(np.float64), q, axis=1)
         assert np.allclose(row_quantile(data, q).numpy(), want, rtol=1e-12, atol=1e-15)  # to float64 rounding
+        for largest, extreme in ((True, ordered[:, -1]), (False, ordered[:, 0])):  # from the selection or not
+            got, end = row_quantile_and_extreme(data, q, largest)
+            assert np.allclose(got.numpy(), want, rtol=1e-12, atol=1e-15) and np.array_equal(end.numpy(), extreme)
     assert torch.equal(data, before)
 
 

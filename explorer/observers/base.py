@@ -68,7 +68,7 @@ class Observer(ABC):
     def update(self, v: Tensor) -> None:
         """Accumulate the statistics of one tensor. Bad input leaves the statistics as they were."""
         blocks = self._blocks(v)
-        lo, hi = channel_extremes(blocks, f"{self._name}.update")
+        lo, hi = self._extremes(blocks)
         self._check_values(lo, hi)
         self._check_domain(lo)
         self._observe(blocks, lo, hi)
@@ -157,6 +157,11 @@ class Observer(ABC):
         )
 
     # ----- subclass hooks ---------------------------------------------------------------
+    def _extremes(self, blocks: Tensor) -> tuple[Tensor, Tensor]:
+        """Each channel's extremes of one batch ``blocks`` (a ValueError on NaN/Inf), before any state
+        changes. A subclass whose own statistics hold them can take them from there, in one pass less."""
+        return channel_extremes(blocks, f"{self._name}.update")
+
     @abstractmethod
     def _observe(self, blocks: Tensor, lo: Tensor, hi: Tensor) -> None:
         """Fold one batch into the statistics. ``blocks`` is ``[outer, channels, inner]`` float32 in

@@ -10,8 +10,8 @@ from explorer.bit_type import BitType
 from explorer.observers.base import Observer
 from explorer.observers.params import PERCENTILE_ALPHA, PERCENTILE_SIGMA, ParamSpec, check_observer_params
 from explorer.observers.registry import register_observer
-from explorer.stats.layout import blocks_as_rows
-from explorer.stats.quantile import row_quantile
+from explorer.stats.layout import blocks_as_rows, check_extremes
+from explorer.stats.quantile import row_quantile_and_extreme
 
 if TYPE_CHECKING:
     from explorer.stats.point_stats import StatsView
@@ -49,10 +49,21 @@ class PercentileObserver(Observer):
         self.percentile_sigma = float(checked["percentile_sigma"])
         self.ema_low: Tensor | None = None
         self.ema_high: Tensor | None = None
+        self._batch: tuple[Tensor, Tensor] | None = None  # the last batch's quantiles, until folded
+
+    def _extremes(self, blocks: Tensor) -> tuple[Tensor, Tensor]:
+        """The batch's quantiles, and its extremes from the same selections of each row's ends."""
+        rows = blocks_as_rows(blocks)  # a view for tokens [B, N, C] (channels last) and layer-wise
+        low, lo = row_quantile_and_extreme(rows, 1.0 - self.percentile_alpha, largest=False)
+        high, hi = row_quantile_and_extreme(rows, self.percentile_alpha, largest=True)
+        check_extremes(blocks, lo, hi, f"{self._name}.update")
+        self._batch = (low, high)
+        return lo, hi
 
     def _observe(self, blocks: Tensor, lo: Tensor, hi: Tensor) -> None:
-        rows = blocks_as_rows(blocks)  # a view for tokens [B, N, C] (channels last) and layer-wise
-        self._fold(row_quantile(rows, 1.0 - self.percentile_alpha), row_quantile(rows, self.percentile_alpha))
+        assert self._batch is not None
+        self._fold(*self._batch)
+        self._batch = None
 
     def _fold(self, low: Tensor, high: Tensor) -> None:
         """One batch's percentiles into the EMA (the first batch initialises it)."""

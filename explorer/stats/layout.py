@@ -63,12 +63,18 @@ def channel_extremes(blocks: Tensor, where: str) -> tuple[Tensor, Tensor]:
     """Each channel's minimum and maximum of ``blocks [outer, C, inner]``; a ValueError naming
     ``where`` and how many values are NaN/Inf when any is (checked on the extremes: one pass less)."""
     lo, hi = blocks.amin(dim=(0, 2)), blocks.amax(dim=(0, 2))  # (torch.aminmax with dim is far slower on CPU)
-    if not (torch.isfinite(lo).all() and torch.isfinite(hi).all()):
-        bad = int((~torch.isfinite(blocks)).sum())
-        raise ValueError(
-            f"{where}: the tensor has {bad} NaN/Inf value(s) of {blocks.numel()}; statistics were left unchanged"
-        )
+    check_extremes(blocks, lo, hi, where)
     return lo, hi
+
+
+def check_extremes(values: Tensor, lo: Tensor, hi: Tensor, where: str) -> None:
+    """A ValueError naming ``where`` and how many of ``values`` are NaN/Inf, unless the extremes ``lo``/``hi``
+    taken from them are all finite (a NaN or an infinity among the values shows in them)."""
+    if not (torch.isfinite(lo).all() and torch.isfinite(hi).all()):
+        bad = int((~torch.isfinite(values)).sum())
+        raise ValueError(
+            f"{where}: the tensor has {bad} NaN/Inf value(s) of {values.numel()}; statistics were left unchanged"
+        )
 
 
 def row_blocks(rows: Tensor) -> Tensor:

@@ -141,6 +141,22 @@ def row_ends(rows: Tensor, k: int) -> tuple[Tensor, Tensor]:
 
 def row_quantile(rows: Tensor, q: float) -> Tensor:
     """Quantile ``q`` of each row of a 2-D tensor, in float64."""
+    return _quantile_and_ends(rows, q)[0]
+
+
+def row_quantile_and_extreme(rows: Tensor, q: float, largest: bool) -> tuple[Tensor, Tensor]:
+    """Quantile ``q`` of each row (float64) and the row's largest (or smallest) value, in the rows'
+    dtype. When ``q`` is read from that end, the selection already holds the extreme: no pass more."""
+    quantile, top, bottom = _quantile_and_ends(rows, q)
+    end = top if largest else bottom
+    if end.shape[1]:
+        return quantile, end[:, 0].clone()  # not a view that keeps the whole selection alive
+    return quantile, rows.amax(dim=1) if largest else rows.amin(dim=1)
+
+
+def _quantile_and_ends(rows: Tensor, q: float) -> tuple[Tensor, Tensor, Tensor]:
+    """Quantile ``q`` of each row, and the rows' largest values (descending) and smallest (ascending)
+    it was read from (one of them empty when it needed only the other end)."""
     if rows.dim() != 2 or rows.shape[1] == 0:
         raise ValueError(f"row_quantile expects a non-empty 2-D tensor, got shape {tuple(rows.shape)}")
     if not 0.0 <= q <= 1.0:
@@ -150,9 +166,11 @@ def row_quantile(rows: Tensor, q: float) -> Tensor:
     from_top, from_bottom = n - below, above + 1
     if _sort_beats_topk(n, min(from_top, from_bottom)):
         ordered = torch.sort(rows, dim=1).values
-        return tail_quantile(ordered.flip(1), ordered, n, q)
-    if from_top <= from_bottom:
+        top, bottom = ordered.flip(1), ordered
+    elif from_top <= from_bottom:
         top = _select(rows, from_top, largest=True)
-        return tail_quantile(top, top[:, :0], n, q)
-    bottom = _select(rows, from_bottom, largest=False)
-    return tail_quantile(bottom[:, :0], bottom, n, q)
+        bottom = top[:, :0]
+    else:
+        bottom = _select(rows, from_bottom, largest=False)
+        top = bottom[:, :0]
+    return tail_quantile(top, bottom, n, q), top, bottom
