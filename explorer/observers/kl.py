@@ -102,7 +102,9 @@ class KLObserver(Observer):
         if hist is None:
             return None
         every = torch.full((hist.shape[0], hist.shape[1] + 1), float("nan"), dtype=torch.float64, device=hist.device)
-        every[:, self.bit_type.levels :] = self._search(hist, keep_divergence=True)[1]
+        searched = self._search(hist, keep_divergence=True)[1]
+        assert searched is not None
+        every[:, self.bit_type.levels :] = searched
         return every
 
     def _check_values(self, lo: Tensor, hi: Tensor) -> None:

@@ -72,7 +72,7 @@ def _sort_beats_topk(n: int, k: int) -> bool:
     return k >= n or k > max(2, int(n * _TOPK_SHARE))
 
 
-def _extremes(
+def _outermost(
     t: Tensor, k: int, dim: int, largest: bool, owned: bool = False, ordered: bool = True
 ) -> tuple[Tensor, Tensor]:
     """``(values, indices)`` of the ``k`` largest (or smallest) along ``dim``: outermost first, or in
@@ -100,7 +100,7 @@ def _select(rows: Tensor, k: int, largest: bool) -> Tensor:
     selection over every value."""
     n = rows.shape[1]
     if n < _GROUPED_FROM * k:
-        return _extremes(rows, k, 1, largest)[0]
+        return _outermost(rows, k, 1, largest)[0]
     size = 1 << max(3, round(math.log2(math.sqrt(n / k))))
     full = n // size * size
     # Groups run along memory: rows that are a transposed [n, R] tensor (channels last) are grouped
@@ -110,10 +110,10 @@ def _select(rows: Tensor, k: int, largest: bool) -> Tensor:
     dim = 0 if columns else 1  # the axis along a row
     groups = values.narrow(dim, 0, full).unflatten(dim, (-1, size))  # [G, size, R] or [R, G, size]
     peaks = groups.amax(dim=dim + 1) if largest else groups.amin(dim=dim + 1)
-    chosen = _extremes(peaks, k, dim, largest, owned=True, ordered=False)[1].unsqueeze(dim + 1)
+    chosen = _outermost(peaks, k, dim, largest, owned=True, ordered=False)[1].unsqueeze(dim + 1)
     picked = groups.gather(dim, chosen.expand(*chosen.shape[: dim + 1], size, *chosen.shape[dim + 2 :]))
     candidates = torch.cat([picked.flatten(dim, dim + 1), values.narrow(dim, full, n - full)], dim=dim)
-    found = _extremes(candidates, k, dim, largest, owned=True)[0]
+    found = _outermost(candidates, k, dim, largest, owned=True)[0]
     return found.t() if columns else found
 
 
