@@ -87,7 +87,7 @@ def folded(
     kept = kept_raw(raw, blocks, count)
     if kept is not None:
         return None, kept, values
-    start = hist if hist is not None else histogram_of(None, raw, blocks.shape[1], calibration_mode, blocks.device)
+    start = histogram_of(hist, raw, blocks.shape[1], calibration_mode, blocks.device)
     return start.counted(blocks, lo, hi), None, values
 
 
