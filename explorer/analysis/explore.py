@@ -17,6 +17,7 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
+from explorer.allocator import retain_freed_memory
 from explorer.analysis.provenance import RunSource
 from explorer.config import ACTIVATION_POINTS, WEIGHT_POINTS, PointConfig, QuantConfig, module_type_of
 from explorer.observers import Observer, build_observer, observer_label, observer_names
@@ -43,6 +44,10 @@ class ExplorerRun:
     capture: CaptureResult
     alpha_floor: float = DEFAULT_ALPHA_FLOOR
     source: RunSource | None = None  # model and data, when known (saved with the run)
+
+    def __post_init__(self) -> None:
+        # A loaded run's analyses allocate and free tens of MB per point: keep that memory (explorer.allocator).
+        retain_freed_memory()
 
     def save(self, path: str | Path) -> Path:
         """Write the run to one safetensors file (see :mod:`explorer.analysis.runfile`); returns its path."""

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from explorer.allocator import retain_freed_memory
 from explorer.config import ACTIVATION_POINTS, WEIGHT_POINTS, load_config, module_type_of
 from explorer.config.loader import ConfigSource
 from explorer.stats import DEFAULT_ALPHA_FLOOR, PointStats
@@ -40,6 +41,7 @@ class StatsCapture:
     """
 
     def __init__(self, model: nn.Module, config: ConfigSource, alpha_floor: float = DEFAULT_ALPHA_FLOOR) -> None:
+        retain_freed_memory()  # each batch's statistics free tens of MB: keep them (explorer.allocator)
         self.qvit = QuantViT(model, load_config(config))
         self.result = CaptureResult(
             stats={
