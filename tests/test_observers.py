@@ -435,6 +435,22 @@ def test_kl_channel_wise_many_channels_matches_loop_reference() -> None:
         check_kl_against_loop(obs, c)
 
 
+@pytest.mark.parametrize("calibration_mode", ["layer_wise", "channel_wise"])
+def test_kl_equal_divergences_pick_the_last_threshold(calibration_mode: str) -> None:
+    """Values on a few widely spaced magnitudes: every finite threshold has a divergence of exactly 0
+    (each group holds at most one of them), so the last one wins: the largest magnitude. Rounding
+    (about 1e-15 apart) must not pick an earlier one."""
+    g = gen(3)
+    magnitude = torch.randint(1, 6, (96, 192), generator=g).double() / 100
+    sign = torch.where(torch.rand(96, 192, generator=g) < 0.5, -1.0, 1.0).double()
+    weights = (magnitude * sign).float()
+    obs = KLObserver(INT8, "linear_weight", calibration_mode)
+    obs.update(weights)
+    obs.get_quantization_params()
+    reach = weights.abs().amax(dim=1) if calibration_mode == "channel_wise" else weights.abs().max()
+    torch.testing.assert_close(obs.clip_max.reshape(-1), reach.reshape(-1).double().to(obs.clip_max.dtype))
+
+
 def test_kl_tiny_first_batch_then_real_data() -> None:
     g = gen(97)
     obs = KLObserver(INT8, "activation", "layer_wise", kl_bins=512)

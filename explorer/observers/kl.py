@@ -51,6 +51,9 @@ _TABLE_VALUES = 131_072
 _GROWTH_LIMIT = 16
 # Statistics bins per search bin needed to rebuild NVIDIA's grid from them.
 _FINER_BY = 4
+# Divergences this close to the least are equal: rounding (about 1e-15) must not pick among thresholds
+# whose divergence is the same in exact arithmetic (e.g. 0 for every threshold past a few repeated values).
+_TIE = 1e-12
 
 
 @register_observer("KLObserver")
@@ -222,8 +225,7 @@ class KLObserver(Observer):
                 divergence = self._divergences(candidates.expand(tables[0].shape[0], -1), tables, num_bins)
             else:
                 divergence = self._search_finite(candidates, tables, num_bins, finite[rows], widest, stride)
-            # The last of equal minima, as NVIDIA's calibrator picks.
-            best.append(candidates[candidates.numel() - 1 - divergence.flip(1).argmin(dim=1)])
+            best.append(candidates[_last_minimum(divergence)])
             if keep_divergence:
                 divergences.append(divergence)
         chosen = torch.cat(best)
@@ -314,6 +316,14 @@ class KLObserver(Observer):
 
     def _extra_repr(self) -> dict[str, Any]:
         return {"kl_bins": self.kl_bins}
+
+
+def _last_minimum(divergence: Tensor) -> Tensor:
+    """``[C]`` index of each row's least divergence ``[C, K]``, the last of equal ones (within
+    :data:`_TIE`), as NVIDIA's calibrator picks."""
+    lowest = divergence.min(dim=1, keepdim=True).values
+    tied = (divergence <= lowest + _TIE).flip(1).to(torch.uint8)
+    return divergence.shape[1] - 1 - tied.argmax(dim=1)
 
 
 def _finite_candidates(hist: Tensor, num_bins: Tensor, levels: int) -> Tensor:
