@@ -104,7 +104,8 @@ def log_error_from_stats(
     top = _top(scale, zero_point, bit_type, rows)
     counts, edges = (t.cpu() for t in view.hist.ascending())
     half = view.hist.half_bins
-    counts, edges = counts[:, half:], edges[:, half:]  # the positive side; exact zeros are exact on the grid
+    # The positive side (exact zeros are exact on the grid); contiguous for the binary searches below.
+    counts, edges = counts[:, half:], edges[:, half:].contiguous()
     rounding, clipping = binned_log_sse(counts, edges, top, bit_type.bits, quantizer)
     low, high = log_bounds(top, bit_type.bits, quantizer)
     exact_count, exact = view.ends.count_beyond(torch.zeros_like(view.min), high.to(view.min.device).float())
