@@ -86,15 +86,15 @@ class OmseObserver(Observer):
         if self._raw is not None:
             return self._pick(every, self._raw_sse(scale, zero_point))
         assert self.hist is not None  # raw values dropped: the histogram took them over
-        counts, edges = self.hist.coarsened(SCORING_HALF_BINS).ascending()
-        if channels * NUM_CANDIDATES * edges.shape[1] <= _EXACT_BUDGET:
+        bins = self.hist.coarsened(SCORING_HALF_BINS).ascending_bins()
+        if channels * NUM_CANDIDATES * bins.edges.shape[1] <= _EXACT_BUDGET:
             chosen = every
         else:
-            best = _screening_sse(counts, edges, scale, zero_point, self.bit_type).argmin(dim=1, keepdim=True)
+            best = _screening_sse(bins.counts, bins.edges, scale, zero_point, self.bit_type).argmin(dim=1, keepdim=True)
             window = torch.arange(-_REFINE_RADIUS, _REFINE_RADIUS + 1, device=device)
             chosen = (best + window).clamp(0, NUM_CANDIDATES - 1)
         rounding, clipping = binned_sse(
-            counts, edges, scale.gather(1, chosen), zero_point.gather(1, chosen), self.bit_type
+            bins.density, bins.edges, scale.gather(1, chosen), zero_point.gather(1, chosen), self.bit_type
         )
         return self._pick(chosen, rounding + clipping)
 

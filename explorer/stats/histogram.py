@@ -13,6 +13,7 @@ that magnitude, not on the order of the batches.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -45,9 +46,32 @@ def shift_bins(counts: Tensor, shift: Tensor) -> Tensor:
     return torch.zeros_like(counts).scatter_add_(-1, index.expand_as(counts), counts)
 
 
-# The last histogram laid out by :meth:`SignedHistogram.ascending`, with its tensors' versions (an
-# in-place change of its counts invalidates it): one entry keeps the memory bounded.
-_last_ascending: tuple[SignedHistogram, tuple[int, int], tuple[Tensor, Tensor]] | None = None
+@dataclass
+class AscendingBins:
+    """A histogram's bins from the most negative to the most positive (exact zeros not included):
+    ``counts [R, M]``, ``edges [R, M + 1]``, and, computed once when first read, the tables every
+    observer's metrics on a point read (read-only)."""
+
+    counts: Tensor
+    edges: Tensor
+
+    @functools.cached_property
+    def density(self) -> Tensor:
+        """``[R, M]`` float64 counts per unit of width (0 in bins of no width)."""
+        widths = torch.diff(self.edges, dim=1)
+        return torch.where(widths > 0, self.counts.double() / widths.clamp_min(1e-300), torch.zeros_like(widths))
+
+    @functools.cached_property
+    def running(self) -> Tensor:
+        """``[R, M + 1]`` float64 counts below each edge."""
+        return torch.nn.functional.pad(self.counts.double().cumsum(dim=1), (1, 0))
+
+
+# The histograms last laid out by :meth:`SignedHistogram.ascending_bins`, with their tensors' versions
+# (an in-place change of the counts invalidates an entry). Two entries: a point's own histogram stays
+# while an observer lays out a coarsened copy of it; the bound keeps the memory bounded.
+_ASCENDING_KEPT = 2
+_last_ascending: list[tuple[SignedHistogram, tuple[int, int], AscendingBins]] = []
 
 
 @dataclass
@@ -228,21 +252,24 @@ class SignedHistogram:
 
     def ascending(self) -> tuple[Tensor, Tensor]:
         """``(counts [R, 2H], edges [R, 2H + 1])`` from the most negative bin to the most positive
-        (read-only: the last histogram's are reused, since every observer's metrics on a point read them).
+        (read-only, see :meth:`ascending_bins`). Exact zeros are not included."""
+        bins = self.ascending_bins()
+        return bins.counts, bins.edges
 
-        Exact zeros are not included.
-        """
-        global _last_ascending
+    def ascending_bins(self) -> AscendingBins:
+        """This histogram laid out in ascending order, with its derived tables (read-only: the last
+        histograms' are reused, since every observer's metrics on a point read them)."""
         versions = (self.counts._version, self.exponent._version)
-        last = _last_ascending
-        if last is not None and last[0] is self and last[1] == versions:
-            return last[2]
+        for hist, seen, bins in _last_ascending:
+            if hist is self and seen == versions:
+                return bins
         counts = torch.cat([self.counts[:, 0].flip(1), self.counts[:, 1]], dim=1)
         steps = torch.arange(-self.half_bins, self.half_bins + 1, dtype=torch.float64, device=self.counts.device)
         width = self.width
         edges = steps.unsqueeze(0) * torch.where(steps < 0, width[:, :1], width[:, 1:])
-        _last_ascending = (self, versions, (counts, edges))
-        return counts, edges
+        bins = AscendingBins(counts, edges)
+        _last_ascending[:] = [(self, versions, bins), *_last_ascending[: _ASCENDING_KEPT - 1]]
+        return bins
 
     def magnitude(self) -> tuple[Tensor, Tensor]:
         """``(counts [R, H], width [R])``: the histogram of ``|x|`` (zeros in bin 0), on the

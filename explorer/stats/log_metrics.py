@@ -21,6 +21,7 @@ from torch import Tensor
 
 from explorer.bit_type import BitType
 from explorer.quant_ops import LOG_BASES, check_log_data, fake_quantize_log, log_bounds, log_levels, representable_range
+from explorer.stats.histogram import AscendingBins
 from explorer.stats.metrics import ErrorBreakdown, mass_beyond, ratio_db
 from explorer.stats.point_stats import StatsView
 
@@ -106,13 +107,14 @@ def log_error_from_stats(
     half = view.hist.half_bins
     # The positive side (exact zeros are exact on the grid); contiguous for the binary searches below.
     counts, edges = counts[:, half:], edges[:, half:].contiguous()
+    running = AscendingBins(counts, edges).running
     rounding, clipping = binned_log_sse(counts, edges, top, bit_type.bits, quantizer)
     low, high = log_bounds(top, bit_type.bits, quantizer)
     exact_count, exact = view.ends.count_beyond(torch.zeros_like(view.min), high.to(view.min.device).float())
     above = torch.where(
-        exact.cpu(), exact_count.cpu().double(), mass_beyond(counts, edges, torch.zeros_like(high), high)
+        exact.cpu(), exact_count.cpu().double(), mass_beyond(running, edges, torch.zeros_like(high), high)
     )
-    flushed = mass_beyond(counts, edges, low, torch.full_like(low, float("inf")))
+    flushed = mass_beyond(running, edges, low, torch.full_like(low, float("inf")))
     n = view.count * rows
     round_sse, clip_sse = float(rounding.sum()), float(clipping.sum())
     return ErrorBreakdown(

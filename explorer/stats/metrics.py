@@ -42,17 +42,16 @@ def _split_antiderivative(t: Tensor, low: Tensor, high: Tensor) -> tuple[Tensor,
 
 
 def binned_sse(
-    counts: Tensor, edges: Tensor, scale: Tensor, zero_point: Tensor, bit_type: BitType
+    density: Tensor, edges: Tensor, scale: Tensor, zero_point: Tensor, bit_type: BitType
 ) -> tuple[Tensor, Tensor]:
     """``(rounding, clipping)`` summed squared error per row and candidate ``[R, K]`` (float64).
 
-    ``counts [R, M]`` and ``edges [R, M + 1]`` describe each row's histogram (ascending);
-    ``scale``/``zero_point`` are ``[R, K]`` candidates for each row. A bin's error is
-    ``density * scale^3 * (h(right) - h(left))`` in step units ``t = x / scale``.
+    ``density [R, M]`` (counts per unit width) and ``edges [R, M + 1]`` describe each row's histogram
+    (ascending, :class:`~explorer.stats.histogram.AscendingBins`); ``scale``/``zero_point`` are
+    ``[R, K]`` candidates for each row. A bin's error is ``density * scale^3 * (h(right) - h(left))``
+    in step units ``t = x / scale``.
     """
     qmin, qmax = bit_type.lower_bound, bit_type.upper_bound
-    widths = torch.diff(edges, dim=1)
-    density = torch.where(widths > 0, counts.double() / widths.clamp_min(1e-300), torch.zeros_like(widths))
     rows, candidates = scale.shape
     step = max(1, _CHUNK_TERMS // max(1, candidates * edges.shape[1]))
     parts: list[tuple[Tensor, Tensor]] = []
@@ -74,20 +73,19 @@ def binned_sse(
     return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
 
-def mass_beyond(counts: Tensor, edges: Tensor, low: Tensor, high: Tensor) -> Tensor:
-    """``[R]`` counts of values below ``low`` or above ``high``, read off the histogram
-    (the boundary bins split in proportion to the part beyond): running counts and a binary search
-    for the two boundary bins, instead of a pass over every bin for each end."""
-    counts = counts.double()
-    running = torch.nn.functional.pad(counts.cumsum(dim=1), (1, 0))  # [R, M + 1]: counts below each edge
-    last = counts.shape[1] - 1
+def mass_beyond(running: Tensor, edges: Tensor, low: Tensor, high: Tensor) -> Tensor:
+    """``[R]`` counts of values below ``low`` or above ``high``, read off the histogram's running
+    counts ``[R, M + 1]`` (counts below each edge; the boundary bins split in proportion to the part
+    beyond): a binary search for the two boundary bins, instead of a pass over every bin for each end."""
+    last = running.shape[1] - 2
 
     def below(x: Tensor) -> Tensor:
         """Counts below ``x [R]``."""
         at = torch.searchsorted(edges, x.double().unsqueeze(1), right=True).sub_(1).clamp_(0, last)  # x's bin
         left, right = edges.gather(1, at), edges.gather(1, at + 1)
         inside = ((x.unsqueeze(1) - left) / (right - left).clamp_min(1e-300)).clamp(0, 1)
-        return (running.gather(1, at) + counts.gather(1, at) * inside).squeeze(1)
+        start = running.gather(1, at)
+        return (start + (running.gather(1, at + 1) - start) * inside).squeeze(1)
 
     return below(low) + (running[:, -1] - below(high))
 
@@ -131,12 +129,13 @@ def error_from_stats(view: StatsView, scale: Tensor, zero_point: Tensor, bit_typ
         return error_from_values(view.raw, scale, zero_point, bit_type)
     rows = view.hist.rows
     s, zp = _per_row(scale, rows), _per_row(zero_point, rows)
-    counts, edges = (t.cpu() for t in view.hist.ascending())
-    rounding, clipping = binned_sse(counts, edges, s.unsqueeze(1), zp.unsqueeze(1), bit_type)
+    bins = view.hist.ascending_bins()
+    edges, running = bins.edges.cpu(), bins.running.cpu()
+    rounding, clipping = binned_sse(bins.density.cpu(), edges, s.unsqueeze(1), zp.unsqueeze(1), bit_type)
     low = (bit_type.lower_bound - zp - 0.5) * s
     high = (bit_type.upper_bound - zp + 0.5) * s
     exact_count, exact = view.ends.count_beyond(low.to(view.min.device).float(), high.to(view.min.device).float())
-    binned_count = mass_beyond(counts, edges, low, high)
+    binned_count = mass_beyond(running, edges, low, high)
     clipped = torch.where(exact.cpu(), exact_count.cpu().double(), binned_count)
     n = view.count * rows
     round_sse, clip_sse = float(rounding.sum()), float(clipping.sum())
