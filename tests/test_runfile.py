@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +96,26 @@ def test_truncated_file(saved: Path, tmp_path: Path, keep: float) -> None:
     cut.write_bytes(data[: int(keep * len(data)) if keep < 1 else int(keep)])
     with pytest.raises(RunFileError):
         ExplorerRun.load(cut)
+
+
+def test_a_loaded_run_does_not_depend_on_its_file(saved: Path, tmp_path: Path) -> None:
+    """A run loaded, then its file cut short (overwritten in place by another program): the run still
+    reads every statistic. Were its tensors still mapped from the file, the process would die of
+    SIGBUS, so this runs in a child process."""
+    copy = tmp_path / "copy.run"
+    copy.write_bytes(saved.read_bytes())
+    code = (
+        "import os, sys\n"
+        "from explorer.analysis import ExplorerRun\n"
+        "run = ExplorerRun.load(sys.argv[1])\n"
+        "os.truncate(sys.argv[1], 100)\n"
+        "print(sum(float(t.double().sum()) for s in run.capture.stats.values() for t in s.state_dict().values()))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code, str(copy)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
+    expected = ExplorerRun.load(saved)
+    total = sum(float(t.double().sum()) for s in expected.capture.stats.values() for t in s.state_dict().values())
+    assert float(done.stdout.strip().splitlines()[-1]) == pytest.approx(total, rel=1e-12)
 
 
 def test_files_that_are_not_runs(tmp_path: Path) -> None:

@@ -221,9 +221,13 @@ def load_run(path: str | Path) -> ExplorerRun:
     errors = {parse_point(str(k)): str(v) for k, v in _field(meta, "errors", dict).items()}
     points = {parse_point(str(k)) for k in _field(meta, "points", list)}
     try:
-        tensors = safetensors.torch.load_file(str(path))
+        mapped = safetensors.torch.load_file(str(path))
     except Exception as exc:
         raise RunFileError(f"{path}: the tensors cannot be read ({exc}); the file may be truncated") from exc
+    # load_file maps the file, and a mapped file cut short later (overwritten in place) kills the process
+    # with SIGBUS on the next read: the run holds its own copies.
+    tensors = {name: tensor.clone() for name, tensor in mapped.items()}
+    del mapped
     capture = capture_from_tensors(tensors, errors, batches, alpha_floor)
     _check_counts(capture, points, num_blocks)
     return ExplorerRun(config, num_blocks, capture, alpha_floor, source)
