@@ -64,8 +64,7 @@ def binned_log_sse(counts: Tensor, edges: Tensor, clip_max: Tensor, bits: int, q
     """``(rounding, clipping)`` summed squared error per row ``[R]`` of histograms on non-negative
     ascending bins (``counts [R, M]``, ``edges [R, M + 1]``), values spread evenly inside each bin."""
     rounding, clipping = _antiderivatives(edges, clip_max, bits, quantizer)
-    widths = torch.diff(edges.double(), dim=1)
-    density = torch.where(widths > 0, counts.double() / widths.clamp_min(1e-300), torch.zeros_like(widths))
+    density = AscendingBins(counts, edges.double()).density
     return (density * torch.diff(rounding, dim=1)).sum(dim=1), (density * torch.diff(clipping, dim=1)).sum(dim=1)
 
 
