@@ -22,7 +22,7 @@ from explorer.observers.base import Observer
 from explorer.observers.params import ParamSpec
 from explorer.observers.registry import register_observer
 from explorer.quant_ops import qparams_from_range
-from explorer.stats.histogram import SignedHistogram
+from explorer.stats.histogram import AscendingBins, SignedHistogram
 from explorer.stats.metrics import binned_sse
 from explorer.stats.point_stats import folded
 
@@ -90,7 +90,7 @@ class OmseObserver(Observer):
         if channels * NUM_CANDIDATES * bins.edges.shape[1] <= _EXACT_BUDGET:
             chosen = every
         else:
-            best = _screening_sse(bins.counts, bins.edges, scale, zero_point, self.bit_type).argmin(dim=1, keepdim=True)
+            best = _screening_sse(bins, scale, zero_point, self.bit_type).argmin(dim=1, keepdim=True)
             window = torch.arange(-_REFINE_RADIUS, _REFINE_RADIUS + 1, device=device)
             chosen = (best + window).clamp(0, NUM_CANDIDATES - 1)
         rounding, clipping = binned_sse(
@@ -128,15 +128,14 @@ class OmseObserver(Observer):
         return torch.cat(out, dim=1)
 
 
-def _screening_sse(counts: Tensor, edges: Tensor, scale: Tensor, zero_point: Tensor, bit_type: BitType) -> Tensor:
+def _screening_sse(bins: AscendingBins, scale: Tensor, zero_point: Tensor, bit_type: BitType) -> Tensor:
     """A cheap estimate of every candidate's error ``[C, K]``: exact clipping terms from bin moments,
     rounding noise as ``scale^2 / 12`` per unclipped value."""
     qmin, qmax = bit_type.lower_bound, bit_type.upper_bound
-    counts = counts.double()
+    counts, edges, count = bins.counts.double(), bins.edges, bins.running
     widths = torch.diff(edges, dim=1)
     centers = edges[:, :-1] + 0.5 * widths
     pad = torch.zeros(counts.shape[0], 1, dtype=torch.float64, device=counts.device)
-    count = torch.cat([pad, counts.cumsum(1)], dim=1)
     first = torch.cat([pad, (counts * centers).cumsum(1)], dim=1)
     second = torch.cat([pad, (counts * (centers**2 + widths**2 / 12.0)).cumsum(1)], dim=1)
     zp = zero_point.double()
