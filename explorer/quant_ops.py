@@ -58,15 +58,17 @@ def qparams_from_range(
     qmin, qmax = bit_type.lower_bound, bit_type.upper_bound
     lo = lo.to(torch.float64) if lo.dtype == torch.float64 else lo.float()
     hi = hi.to(lo.dtype)
+    # The divisors are tensors: CUDA multiplies by the reciprocal of a Python number, which can miss
+    # the division by one ulp, and the same range would then get another scale on a GPU.
     if is_symmetric(bit_type, symmetric):
         amax = torch.maximum(lo.abs(), hi.abs())
-        denom = (qmax - qmin) / 2 if bit_type.signed else qmax
+        denom = lo.new_tensor((qmax - qmin) / 2 if bit_type.signed else qmax)
         scale = _finite_scale((amax / denom).clamp_min(SCALE_EPS), lo, hi, bit_type)
         zero_point = torch.zeros_like(scale, dtype=torch.int64)
         return scale, zero_point
     lo = lo.clamp(max=0)
     hi = hi.clamp(min=0)
-    scale = _finite_scale(((hi - lo) / (qmax - qmin)).clamp_min(SCALE_EPS), lo, hi, bit_type)
+    scale = _finite_scale(((hi - lo) / lo.new_tensor(qmax - qmin)).clamp_min(SCALE_EPS), lo, hi, bit_type)
     zero_point = (qmin - torch.round(lo / scale)).clamp(qmin, qmax).to(torch.int64)
     return scale, zero_point
 
