@@ -100,7 +100,9 @@ def run_calibration(
 ) -> ExplorerRun:
     """Gather the statistics of every point with one float pass per batch (no tensor is kept).
 
-    ``alpha_floor`` is the lowest ``percentile_alpha`` that can be explored afterwards.
+    ``alpha_floor`` is the lowest ``percentile_alpha`` that can be explored afterwards. The statistics
+    are built where the model runs (e.g. on the GPU) and handed back on the CPU, where runs are saved,
+    merged and explored.
     """
     for i, batch in enumerate(batches):
         if not torch.isfinite(batch).all():
@@ -111,7 +113,7 @@ def run_calibration(
         result = capture.run(batches, progress)
     finally:
         capture.close()
-    return ExplorerRun(config, len(vit_blocks(model)), result, alpha_floor)
+    return ExplorerRun(config, len(vit_blocks(model)), result.to("cpu"), alpha_floor)
 
 
 def observer_for(run: ExplorerRun, key: PointKey, point: PointConfig) -> Observer:
@@ -196,7 +198,7 @@ def _magnitude_quantile(stats: PointStats, q: float) -> float:
     cumulative = counts[0].double().cumsum(0)
     total = float(cumulative[-1])
     rank = q * (total - 1)
-    index = int(torch.searchsorted(cumulative, torch.tensor([rank], dtype=torch.float64), right=True))
+    index = int(torch.searchsorted(cumulative, cumulative.new_tensor([rank]), right=True))
     index = min(index, counts.shape[1] - 1)
     before = float(cumulative[index - 1]) if index > 0 else 0.0
     inside = (rank - before + 0.5) / max(1.0, float(counts[0, index]))
@@ -237,17 +239,18 @@ def histogram(stats: PointStats, channel: int = -1, bins: int = 200) -> tuple[np
         if channel >= hist.rows:
             raise ValueError(f"channel {channel} does not exist; the point has {hist.rows} channels")
         hist = hist.select(channel)
-    used = torch.where(hist.counts[0] > 0, torch.arange(1, hist.half_bins + 1), 0).amax(dim=1)  # per side
+    sides = torch.arange(1, hist.half_bins + 1, device=hist.counts.device)
+    used = torch.where(hist.counts[0] > 0, sides, 0).amax(dim=1)  # per side
     half = hist.half_bins
     while half > 2 and int(used.max()) * half // hist.half_bins > bins // 2:
         half //= 2
     hist = hist.coarsened(half)
-    counts, edges = hist.ascending()
-    counts = counts[0].double().clone()
+    counts, edges = (t[0].cpu() for t in hist.ascending())
+    counts = counts.double()
     counts[half] += float(hist.zeros[0])
     nonzero = torch.nonzero(counts).flatten()
     first, last = (int(nonzero[0]), int(nonzero[-1])) if nonzero.numel() else (half - 1, half)
-    return edges[0, first : last + 2].numpy(), counts[first : last + 1].numpy()
+    return edges[first : last + 2].numpy(), counts[first : last + 1].numpy()
 
 
 def log2_histogram(stats: PointStats, channel: int = -1, per_octave: int = 4) -> tuple[np.ndarray, np.ndarray]:

@@ -141,7 +141,9 @@ class KLObserver(Observer):
         are fine enough to rebuild it, else the statistics' own grid merged down to at most ``kl_bins``
         bins (its grid goes to ``bin_width`` / ``num_bins``)."""
         assert self.first_reach is not None and self.data_min is not None and self.data_max is not None
-        stats = histogram_of(self.stats_hist, self._raw, self.data_min.numel(), self.calibration_mode)
+        stats = histogram_of(
+            self.stats_hist, self._raw, self.data_min.numel(), self.calibration_mode, self.data_min.device
+        )
         counts, width = stats.magnitude()
         channels, length = counts.shape
         reach = torch.maximum(self.data_min.abs(), self.data_max.abs()).double().to(counts.device)

@@ -96,9 +96,10 @@ def histogram_of(
     raw: list[Tensor] | None,
     channels: int,
     calibration_mode: str,
-    device: torch.device | str = "cpu",
+    device: torch.device | str,
 ) -> SignedHistogram:
-    """``hist``, or (while the raw values are kept, see :func:`folded`) the histogram of ``raw``."""
+    """``hist``, or (while the raw values are kept, see :func:`folded`) the histogram of ``raw``, on
+    ``device``."""
     if hist is not None:
         return hist
     empty = SignedHistogram.empty(channels, half_bins_for(calibration_mode, channels), device)
@@ -336,6 +337,19 @@ class PointStats:
     def channels(self) -> int | None:
         return None if self.min is None else self.min.numel()
 
+    @property
+    def device(self) -> torch.device:
+        """Where the statistics live: the device of the tensors they were built from."""
+        return torch.device("cpu") if self.min is None else self.min.device
+
+    def to(self, device: torch.device | str) -> PointStats:
+        """These statistics on ``device``: ``self`` when they are there already, else a copy."""
+        if torch.device(device) == self.device:
+            return self
+        moved = PointStats(self.module_type, self.alpha_floor)
+        moved.load_state_dict({name: t.to(device) for name, t in self.state_dict().items()})
+        return moved
+
     # ----- building ---------------------------------------------------------------------
     @torch.no_grad()
     def update(self, v: Tensor) -> None:
@@ -407,6 +421,7 @@ class PointStats:
                 f"({self.module_type}, floor {self.alpha_floor}, {self.ndim}-D, {self.channels} channels vs "
                 f"{other.module_type}, floor {other.alpha_floor}, {other.ndim}-D, {other.channels} channels)"
             )
+        other = other.to(self.device)
         assert self.channel_hist and other.channel_hist and self.point_hist and other.point_hist
         assert self.min is not None and self.max is not None and self.sumsq is not None
         self.channel_hist = self.channel_hist.merged(other.channel_hist)

@@ -32,6 +32,11 @@ class CaptureResult:
     errors: dict[PointKey, str] = field(default_factory=dict)  # points whose data was refused, and why
     batches: int = 0
 
+    def to(self, device: torch.device | str) -> CaptureResult:
+        """The same result with every point's statistics on ``device``."""
+        stats = {key: s.to(device) for key, s in self.stats.items()}
+        return CaptureResult(stats, dict(self.errors), self.batches)
+
 
 class StatsCapture:
     """Statistics of every point of every block, fed from one float pass per batch.
