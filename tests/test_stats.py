@@ -20,6 +20,7 @@ from explorer import BitType, build_observer
 from explorer.observers import observer_names
 from explorer.quant_ops import quant_error
 from explorer.stats import PointStats, SignedHistogram, error_from_stats
+from explorer.stats.histogram import EXP_MIN, AscendingBins
 from explorer.stats.layout import true_positions
 from explorer.stats.quantile import row_ends, row_largest, row_quantile, row_quantile_and_extreme, row_smallest
 
@@ -253,6 +254,28 @@ def test_histogram_coarsening_is_exact_and_order_free() -> None:
     # magnitudes: both sides on one grid, zeros in bin 0
     counts, _ = fine.magnitude()
     assert counts.sum(dim=1).tolist() == [5000, 5000, 5000]
+
+
+@pytest.mark.parametrize("right", [False, True])
+def test_ascending_bins_search_by_arithmetic_equals_a_binary_search(right: bool) -> None:
+    """On a histogram's own grids (sides of different widths, one at the smallest exponent) the
+    arithmetic lookup gives numpy's ``searchsorted`` for queries on every edge, between edges,
+    beyond both ends, at ±0 and at ±inf."""
+    half = 64
+    exponent = torch.tensor([[-3, 2], [5, 5], [EXP_MIN, -1], [-126 + 40, -126]])
+    hist = SignedHistogram(torch.ones(4, 2, half, dtype=torch.int64), exponent, torch.zeros(4, dtype=torch.int64))
+    bins = hist.ascending_bins()
+    edges = bins.edges.numpy()
+    g = gen(17)
+    between = (torch.rand(4, 200, generator=g, dtype=torch.float64) * 2.4 - 1.2) * bins.edges[:, -1:]
+    ends = torch.tensor([0.0, -0.0, float("inf"), -float("inf")], dtype=torch.float64).expand(4, -1)
+    queries = torch.cat([bins.edges, between, ends, bins.edges * 1.5], dim=1)
+    expected = np.stack(
+        [np.searchsorted(edges[r], queries[r].numpy(), side="right" if right else "left") for r in range(4)]
+    )
+    np.testing.assert_array_equal(bins.searchsorted(queries, right=right).numpy(), expected)
+    plain = AscendingBins(bins.counts, bins.edges)  # no grid: the binary search itself
+    np.testing.assert_array_equal(plain.searchsorted(queries, right=right).numpy(), expected)
 
 
 def numpy_signed_counts(rows: np.ndarray, exponent: np.ndarray, half: int) -> tuple[np.ndarray, np.ndarray]:

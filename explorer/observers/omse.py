@@ -142,10 +142,8 @@ def _screening_sse(bins: AscendingBins, scale: Tensor, zero_point: Tensor, bit_t
     low_edge, high_edge = (qmin - zp - 0.5) * scale, (qmax - zp + 0.5) * scale
     low_level, high_level = (qmin - zp) * scale, (qmax - zp) * scale
     # Bins wholly below the low edge / from the first bin wholly above the high edge.
-    below_end = (
-        torch.searchsorted(edges.contiguous(), low_edge.contiguous(), right=True).sub(1).clamp(0, counts.shape[1])
-    )
-    above_start = torch.searchsorted(edges.contiguous(), high_edge.contiguous(), right=False).clamp(0, counts.shape[1])
+    below_end = bins.searchsorted(low_edge, right=True).sub(1).clamp(0, counts.shape[1])
+    above_start = bins.searchsorted(high_edge, right=False).clamp(0, counts.shape[1])
 
     def upto(table: Tensor, index: Tensor) -> Tensor:
         """Sum of the first ``index`` bins."""

@@ -54,6 +54,18 @@ class AscendingBins:
 
     counts: Tensor
     edges: Tensor
+    widths: Tensor | None = None  # [R, 2] the sides' bin widths, when these are a SignedHistogram's grids
+
+    def searchsorted(self, x: Tensor, right: bool = False) -> Tensor:
+        """``torch.searchsorted(edges, x, right=right)`` for queries ``x [R, K]``. On a
+        :class:`SignedHistogram`'s grids (edge ``i`` is ``(i - H) w`` of its side, ``w`` a power of two)
+        by arithmetic, exact and a few times faster than the binary search."""
+        if self.widths is None:
+            return torch.searchsorted(self.edges.contiguous(), x.contiguous(), right=right)
+        half = self.counts.shape[1] // 2
+        steps = (x / torch.where(x < 0, self.widths[:, :1], self.widths[:, 1:])).clamp_(-half - 1, half + 1)
+        steps = steps.floor_().add_(1) if right else steps.ceil_()  # edges at or below x / below x
+        return steps.add_(half).clamp_(0, 2 * half + 1).long()
 
     @functools.cached_property
     def density(self) -> Tensor:
@@ -267,7 +279,7 @@ class SignedHistogram:
         steps = torch.arange(-self.half_bins, self.half_bins + 1, dtype=torch.float64, device=self.counts.device)
         width = self.width
         edges = steps.unsqueeze(0) * torch.where(steps < 0, width[:, :1], width[:, 1:])
-        bins = AscendingBins(counts, edges)
+        bins = AscendingBins(counts, edges, width)
         _last_ascending[:] = [(self, versions, bins), *_last_ascending[: _ASCENDING_KEPT - 1]]
         return bins
 
