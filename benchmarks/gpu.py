@@ -13,7 +13,9 @@ For each model (timm, random init, seed 0, 224², random normal images, the size
   differ by more than 0.1 dB. The float forwards differ by rounding, so the figures agree closely,
   not exactly.
 
-Run: ``python benchmarks/cuda.py`` on a machine with CUDA (``--quick``: 2 batches of 4).
+Run: ``python benchmarks/gpu.py`` on a machine with CUDA (``--quick``: 2 batches of 4). (Not
+``cuda.py``: a script of that name in ``benchmarks/`` hides the ``cuda`` package that ``import torch``
+looks for, and breaks every benchmark run from that folder.)
 """
 
 from __future__ import annotations
@@ -129,7 +131,7 @@ def main() -> None:
 
     warnings.simplefilter("ignore", ConfigWarning)  # the MinMax config's advice on intSoft, meant for users
     if args.device.startswith("cuda") and not torch.cuda.is_available():
-        sys.exit("benchmarks/cuda.py needs a CUDA GPU; none is visible here (--device cpu for a smoke run)")
+        sys.exit("benchmarks/gpu.py needs a CUDA GPU; none is visible here (--device cpu for a smoke run)")
     where = torch.cuda.get_device_name() if args.device.startswith("cuda") else "CPU"
     print(f"{where}, torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
     print(
