@@ -106,14 +106,12 @@ def log_error_from_stats(
     half = view.hist.half_bins
     # The positive side (exact zeros are exact on the grid); contiguous for the binary searches below.
     counts, edges = counts[:, half:], edges[:, half:].contiguous()
-    running = AscendingBins(counts, edges).running
+    bins = AscendingBins(counts, edges)
     rounding, clipping = binned_log_sse(counts, edges, top, bit_type.bits, quantizer)
     low, high = log_bounds(top, bit_type.bits, quantizer)
     exact_count, exact = view.ends.count_beyond(torch.zeros_like(view.min), high.to(view.min.device).float())
-    above = torch.where(
-        exact.cpu(), exact_count.cpu().double(), mass_beyond(running, edges, torch.zeros_like(high), high)
-    )
-    flushed = mass_beyond(running, edges, low, torch.full_like(low, float("inf")))
+    above = torch.where(exact.cpu(), exact_count.cpu().double(), mass_beyond(bins, torch.zeros_like(high), high))
+    flushed = mass_beyond(bins, low, torch.full_like(low, float("inf")))
     n = view.count * rows
     round_sse, clip_sse = float(rounding.sum()), float(clipping.sum())
     return ErrorBreakdown(

@@ -16,6 +16,7 @@ from torch import Tensor
 
 from explorer.bit_type import BitType
 from explorer.quant_ops import fake_quantize, ratio_db, representable_range
+from explorer.stats.histogram import AscendingBins
 from explorer.stats.point_stats import StatsView
 
 # Largest number of (row, candidate, edge) terms integrated at once: 1 MB float32 temporaries, which
@@ -73,15 +74,16 @@ def binned_sse(
     return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
 
-def mass_beyond(running: Tensor, edges: Tensor, low: Tensor, high: Tensor) -> Tensor:
+def mass_beyond(bins: AscendingBins, low: Tensor, high: Tensor) -> Tensor:
     """``[R]`` counts of values below ``low`` or above ``high``, read off the histogram's running
-    counts ``[R, M + 1]`` (counts below each edge; the boundary bins split in proportion to the part
-    beyond): a binary search for the two boundary bins, instead of a pass over every bin for each end."""
+    counts (the boundary bins split in proportion to the part beyond): a lookup of the two boundary
+    bins (:meth:`AscendingBins.searchsorted`), instead of a pass over every bin for each end."""
+    running, edges = bins.running, bins.edges
     last = running.shape[1] - 2
 
     def below(x: Tensor) -> Tensor:
         """Counts below ``x [R]``."""
-        at = torch.searchsorted(edges, x.double().unsqueeze(1), right=True).sub_(1).clamp_(0, last)  # x's bin
+        at = bins.searchsorted(x.double().unsqueeze(1), right=True).sub_(1).clamp_(0, last)  # x's bin
         left, right = edges.gather(1, at), edges.gather(1, at + 1)
         inside = ((x.unsqueeze(1) - left) / (right - left).clamp_min(1e-300)).clamp(0, 1)
         start = running.gather(1, at)
@@ -130,12 +132,12 @@ def error_from_stats(view: StatsView, scale: Tensor, zero_point: Tensor, bit_typ
     rows = view.hist.rows
     s, zp = _per_row(scale, rows), _per_row(zero_point, rows)
     bins = view.hist.ascending_bins()
-    edges, running = bins.edges.cpu(), bins.running.cpu()
-    rounding, clipping = binned_sse(bins.density.cpu(), edges, s.unsqueeze(1), zp.unsqueeze(1), bit_type)
+    rounding, clipping = binned_sse(bins.density.cpu(), bins.edges.cpu(), s.unsqueeze(1), zp.unsqueeze(1), bit_type)
     low = (bit_type.lower_bound - zp - 0.5) * s
     high = (bit_type.upper_bound - zp + 0.5) * s
-    exact_count, exact = view.ends.count_beyond(low.to(view.min.device).float(), high.to(view.min.device).float())
-    binned_count = mass_beyond(running, edges, low, high)
+    device = view.min.device
+    exact_count, exact = view.ends.count_beyond(low.to(device).float(), high.to(device).float())
+    binned_count = mass_beyond(bins, low.to(device), high.to(device)).cpu()
     clipped = torch.where(exact.cpu(), exact_count.cpu().double(), binned_count)
     n = view.count * rows
     round_sse, clip_sse = float(rounding.sum()), float(clipping.sum())
